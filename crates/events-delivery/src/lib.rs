@@ -1,0 +1,1 @@
+//! Not yet landed: this crate is being written.

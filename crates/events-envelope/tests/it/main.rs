@@ -1,0 +1,6 @@
+//! Integration tests of `events-envelope`, one binary (see house style).
+
+#[cfg(feature = "toml")]
+mod catalog_files;
+mod python_fixtures;
+mod round_trip;

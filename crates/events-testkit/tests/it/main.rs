@@ -1,0 +1,5 @@
+//! Integration tests of `events-testkit` against a real `redis-server`.
+
+mod commands;
+mod lifecycle;
+mod persistence;
