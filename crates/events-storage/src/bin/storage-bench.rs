@@ -1,0 +1,118 @@
+//! Storage benchmark (brief §13): batch insert rates of the event log and of notifications.
+//!
+//! `cargo run -p events-storage --release --bin storage-bench [-- ROWS]`
+//!
+//! Writes `ROWS` (default 200,000) event-log rows and `ROWS / 2` notifications to a fresh
+//! database file in a temporary directory, in 1,000-row batches, each batch one
+//! [`EventDb::write`] transaction — the way the processor commits. Envelopes are built before
+//! the clock starts, so the figures are storage cost only (JSON encoding included).
+//!
+//! Besides wall-clock rates it prints rates per CPU-second of this process (from
+//! `/proc/self/stat`): on a shared 2-core machine other processes steal the CPU, and the
+//! CPU-time figure shows what the storage code itself costs.
+
+use std::time::Instant;
+
+use events_envelope::{EventEnvelope, EventLevel};
+use events_storage::{EventDb, NewNotification};
+
+const BATCH: usize = 1_000;
+
+/// User + system CPU time of this process (all threads) in seconds; `None` off Linux.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux configuration Rust supports.
+    Some((utime + stime) / 100.0)
+}
+
+fn report(what: &str, rows: usize, wall: f64, cpu: Option<f64>) {
+    let cpu_rate = cpu.map_or_else(
+        || "n/a".to_owned(),
+        |c| format!("{:.0}", rows as f64 / c.max(0.01)),
+    );
+    println!(
+        "{what:<14} {rows:>7} rows in {wall:.2} s wall = {:>7.0} rows/s; per CPU-second: {cpu_rate} rows/s ({BATCH}-row batches)",
+        rows as f64 / wall
+    );
+}
+
+fn envelope(i: usize) -> EventEnvelope {
+    EventEnvelope::new("domain.software-development.build.completed", "bench")
+        .with_level(EventLevel::Workflow)
+        .with_domain("software-development")
+        .with_description(format!("build {i} passed"))
+        .with_idempotency_key(format!("build:{i}"))
+        .with_correlation_id(format!("run-{}", i / 10))
+        .with_field("build", i)
+        .with_field("status", "passed")
+        .with_field("branch", "main")
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let rows: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(200_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir()?;
+        let db = EventDb::open(dir.path().join("bench.db")).await?;
+
+        let batches: Vec<Vec<EventEnvelope>> = (0..rows)
+            .map(envelope)
+            .collect::<Vec<_>>()
+            .chunks(BATCH)
+            .map(<[_]>::to_vec)
+            .collect();
+        let (start, cpu0) = (Instant::now(), cpu_seconds());
+        for batch in batches {
+            db.write(move |tx| {
+                for (i, event) in batch.iter().enumerate() {
+                    tx.append_event(event, Some(&format!("{i}-0")))?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+        report("event log:", rows, start.elapsed().as_secs_f64(), cpu);
+
+        let count = rows / 2;
+        let batches: Vec<Vec<NewNotification>> = (0..count)
+            .map(|i| {
+                let e = envelope(i);
+                NewNotification {
+                    actionable: true,
+                    group_field: Some("build".into()),
+                    group_value: Some(i.to_string()),
+                    ..NewNotification::from_envelope(&e)
+                }
+            })
+            .collect::<Vec<_>>()
+            .chunks(BATCH)
+            .map(<[_]>::to_vec)
+            .collect();
+        let (start, cpu0) = (Instant::now(), cpu_seconds());
+        for batch in batches {
+            db.write(move |tx| {
+                for n in &batch {
+                    tx.insert_notification(n)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+        report("notifications:", count, start.elapsed().as_secs_f64(), cpu);
+        Ok(())
+    })
+}

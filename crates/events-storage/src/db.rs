@@ -1,0 +1,611 @@
+//! [`EventDb`]: one writer connection, a pool of readers, and the transaction types.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use deadpool_sqlite::{Hook, HookError, Runtime};
+use events_envelope::EventEnvelope;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::dead_letters::{self, DeadLetter, NewDeadLetter};
+use crate::embedded::{self, EmbeddedEntry};
+use crate::events::{self, EventQuery, StoredEvent};
+use crate::migrations;
+use crate::notifications::{
+    self, AgentStatus, NewNotification, Notification, NotificationFilter, NotificationPage,
+    Transition,
+};
+use crate::{Result, StorageError, timefmt};
+
+/// How long a connection waits for a lock before SQLite reports `database is locked`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read connections: enough for the API and SSE on a 2-core machine; WAL lets them all read
+/// while the writer writes.
+const READ_POOL_SIZE: usize = 4;
+/// Statements cached per connection (`prepare_cached`); list queries vary with their filters.
+const STATEMENT_CACHE: usize = 128;
+
+/// Handle to the daemon's database. Cheap to clone (an `Arc` inside).
+///
+/// All writes go through [`EventDb::write`] on a single dedicated connection guarded by a
+/// `std::sync::Mutex`, so writers queue in-process instead of fighting for SQLite's lock
+/// (no `database is locked` under load); reads use a pool of read-only connections and never
+/// wait for the writer (WAL).
+#[derive(Debug, Clone)]
+pub struct EventDb {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    epoch: String,
+    writer: Mutex<Connection>,
+    readers: deadpool_sqlite::Pool,
+    commits: watch::Sender<u64>,
+    /// Keeps the directory of [`EventDb::open_in_memory`] alive as long as the handle.
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+fn open_error(path: &Path) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+    move |source| StorageError::Open {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn configure_common(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+fn open_writer(path: &Path) -> Result<(Connection, String)> {
+    let err = open_error(path);
+    let mut conn = Connection::open(path).map_err(&err)?;
+    configure_common(&conn).map_err(&err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(&err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "sqlite refused WAL mode; readers will wait for the writer");
+    }
+    // NORMAL in WAL mode: a commit survives a process crash; only a power loss may lose the
+    // last transactions, never corrupt the file.
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(&err)?;
+    migrations::migrate(&mut conn, path)?;
+    let candidate = uuid::Uuid::now_v7().to_string();
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?1) ON CONFLICT (key) DO NOTHING",
+        [&candidate],
+    )
+    .map_err(&err)?;
+    let epoch: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
+        .map_err(&err)?;
+    Ok((conn, epoch))
+}
+
+impl EventDb {
+    /// Opens (creating if needed, with parent directories) the database at `path` and brings
+    /// its schema up to date.
+    ///
+    /// Fails with [`StorageError::NewerSchema`] if the file was written by a newer build.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_inner(path.as_ref().to_owned(), None).await
+    }
+
+    /// A fresh private database for tests, in a temporary directory removed when the last
+    /// handle is dropped. (A real file, not `:memory:`: WAL and several connections need one.)
+    pub async fn open_in_memory() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("events-storage-")
+            .tempdir()
+            .map_err(|source| StorageError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let path = dir.path().join("events.db");
+        Self::open_inner(path, Some(dir)).await
+    }
+
+    async fn open_inner(path: PathBuf, tempdir: Option<tempfile::TempDir>) -> Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| StorageError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+        }
+        let writer_path = path.clone();
+        let (writer, epoch) = tokio::task::spawn_blocking(move || open_writer(&writer_path))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))??;
+        let readers = deadpool_sqlite::Config::new(&path)
+            .builder(Runtime::Tokio1)
+            .map_err(|e| StorageError::Pool(e.to_string()))?
+            .max_size(READ_POOL_SIZE)
+            .post_create(Hook::sync_fn(|conn, _| {
+                let guard = conn
+                    .lock()
+                    .map_err(|_| HookError::message("read connection mutex poisoned"))?;
+                configure_common(&guard).map_err(HookError::Backend)?;
+                // Readers must never write: all writes are serialised through the writer.
+                guard
+                    .pragma_update(None, "query_only", "ON")
+                    .map_err(HookError::Backend)?;
+                Ok(())
+            }))
+            .build()
+            .map_err(|e| StorageError::Pool(e.to_string()))?;
+        let (commits, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                epoch,
+                writer: Mutex::new(writer),
+                readers,
+                commits,
+                _tempdir: tempdir,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The database's identity: a UUID made when the file was created. A client that resumes
+    /// by `seq` compares it to tell "continue" from "the store was recreated, start over".
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    /// A receiver whose value increases after every committed [`EventDb::write`]; the
+    /// embedded source and SSE wait on it instead of polling.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, on a blocking
+    /// thread; commits if it returns `Ok`, rolls back if it returns `Err` (or panics).
+    ///
+    /// This is the batch API: put a whole batch's writes in one call — one commit, one fsync
+    /// at checkpoint. The closure may block (the processor calls `Handle::block_on` in it to
+    /// run async cartridges) but must not call `EventDb::write` itself: the writer is held
+    /// for the duration and that would deadlock.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write_with(f).await
+    }
+
+    /// [`EventDb::write`] with the caller's error type, for closures that fail for reasons of
+    /// their own (a cartridge error) and want that error back unchanged after the rollback.
+    pub async fn write_with<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.write_blocking(f))
+            .await
+            .map_err(|e| E::from(StorageError::Task(e.to_string())))?
+    }
+
+    /// Runs `f` on a pooled read-only connection inside one read transaction, so everything
+    /// it reads comes from one consistent snapshot.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Reader<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let conn = self
+            .inner
+            .readers
+            .get()
+            .await
+            .map_err(|e| StorageError::Pool(e.to_string()))?;
+        conn.interact(move |conn| {
+            let tx = conn.transaction()?;
+            let out = f(&Reader { conn: &tx })?;
+            tx.finish()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    /// One notification, `None` if there is no such id.
+    pub async fn get_notification(&self, id: i64) -> Result<Option<Notification>> {
+        self.read(move |r| r.get_notification(id)).await
+    }
+
+    /// A page of notifications matching `filter`, newest first, with the total match count.
+    pub async fn list_notifications(&self, filter: NotificationFilter) -> Result<NotificationPage> {
+        self.read(move |r| r.list_notifications(&filter)).await
+    }
+
+    /// Marks one notification seen (`seen = true`) or unseen; see [`WriteTx::set_seen`].
+    pub async fn set_seen(&self, id: i64, seen: bool) -> Result<Transition> {
+        self.write(move |tx| tx.set_seen(id, seen)).await
+    }
+
+    /// Marks every unseen notification matching `filter` seen; see [`WriteTx::mark_all_seen`].
+    pub async fn mark_all_seen(&self, filter: NotificationFilter) -> Result<u64> {
+        self.write(move |tx| tx.mark_all_seen(&filter)).await
+    }
+
+    /// `agent_id` claims a notification; see [`WriteTx::claim`].
+    pub async fn claim(&self, id: i64, agent_id: impl Into<String>) -> Result<Transition> {
+        let agent_id = agent_id.into();
+        self.write(move |tx| tx.claim(id, &agent_id)).await
+    }
+
+    /// Changes the agent status; see [`WriteTx::set_agent_status`].
+    pub async fn set_agent_status(
+        &self,
+        id: i64,
+        status: AgentStatus,
+        agent_id: impl Into<String>,
+    ) -> Result<Transition> {
+        let agent_id = agent_id.into();
+        self.write(move |tx| tx.set_agent_status(id, status, &agent_id))
+            .await
+    }
+
+    /// Resolves a notification; see [`WriteTx::resolve_notification`].
+    pub async fn resolve(&self, id: i64, resolution: Value) -> Result<Transition> {
+        self.write(move |tx| tx.resolve_notification(id, &resolution))
+            .await
+    }
+
+    /// Logged events matching `query`, ascending by `seq`.
+    pub async fn query_events(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
+        self.read(move |r| r.query_events(&query)).await
+    }
+
+    /// The highest `seq` logged, 0 for an empty log.
+    pub async fn max_seq(&self) -> Result<i64> {
+        self.read(|r| r.max_seq()).await
+    }
+
+    /// Deletes events *received* before `cutoff` (retention is about how long we keep
+    /// them), `chunk` rows per transaction so the writer is never held for long; returns the
+    /// number deleted.
+    pub async fn delete_events_older_than(
+        &self,
+        cutoff: OffsetDateTime,
+        chunk: u32,
+    ) -> Result<u64> {
+        let chunk = chunk.max(1);
+        let cutoff = timefmt::format(cutoff);
+        let mut total = 0;
+        loop {
+            let cutoff = cutoff.clone();
+            let deleted = self
+                .write(move |tx| events::delete_chunk_older_than(tx.connection(), &cutoff, chunk))
+                .await?;
+            total += deleted;
+            if deleted < u64::from(chunk) {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Dead letters with `id > after_id`, oldest first.
+    pub async fn list_dead_letters(&self, after_id: i64, limit: u32) -> Result<Vec<DeadLetter>> {
+        self.read(move |r| r.list_dead_letters(after_id, limit))
+            .await
+    }
+
+    /// One dead letter.
+    pub async fn get_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>> {
+        self.read(move |r| r.get_dead_letter(id)).await
+    }
+
+    /// Deletes a dead letter; `false` if there was none.
+    pub async fn delete_dead_letter(&self, id: i64) -> Result<bool> {
+        self.write(move |tx| tx.delete_dead_letter(id)).await
+    }
+}
+
+impl Inner {
+    fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+        E: From<StorageError>,
+    {
+        // A panic inside a previous closure poisoned the mutex, but its transaction was rolled
+        // back when the `Transaction` dropped during unwinding: the connection is sound.
+        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| E::from(e.into()))?;
+        let mut wtx = WriteTx {
+            tx,
+            received_at: timefmt::format(timefmt::now()),
+        };
+        let out = f(&mut wtx)?;
+        wtx.tx.commit().map_err(|e| E::from(e.into()))?;
+        self.commits.send_modify(|n| *n += 1);
+        Ok(out)
+    }
+}
+
+/// Read-only methods shared by [`Reader`] and [`WriteTx`] (inside a write transaction they
+/// see its uncommitted writes).
+macro_rules! read_methods {
+    () => {
+        /// One notification, `None` if there is no such id.
+        pub fn get_notification(&self, id: i64) -> Result<Option<Notification>> {
+            notifications::get(self.conn(), id)
+        }
+
+        /// A page of notifications matching `filter`, newest (`created_at`, then id) first;
+        /// `total` counts all matches.
+        pub fn list_notifications(&self, filter: &NotificationFilter) -> Result<NotificationPage> {
+            notifications::list(self.conn(), filter)
+        }
+
+        /// The newest notification of `(domain, group_field, group_value)` that is not resolved.
+        pub fn find_open_by_group(
+            &self,
+            domain: &str,
+            group_field: &str,
+            group_value: &str,
+        ) -> Result<Option<Notification>> {
+            notifications::find_open_by_group(self.conn(), domain, group_field, group_value)
+        }
+
+        /// Logged events matching `query`, ascending by `seq`.
+        pub fn query_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>> {
+            events::query(self.conn(), query)
+        }
+
+        /// One logged event by `seq`.
+        pub fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
+            events::get_by_seq(self.conn(), seq)
+        }
+
+        /// The highest `seq` logged, 0 for an empty log.
+        pub fn max_seq(&self) -> Result<i64> {
+            events::max_seq(self.conn())
+        }
+
+        /// Whether an event with this idempotency key is in the event log (the dedup check).
+        pub fn idempotency_key_seen(&self, key: &str) -> Result<bool> {
+            events::idempotency_key_seen(self.conn(), key)
+        }
+
+        /// Whether `(stream, entry_id)` was already processed.
+        pub fn is_processed(&self, stream: &str, entry_id: &str) -> Result<bool> {
+            embedded::is_processed(self.conn(), stream, entry_id)
+        }
+
+        /// Up to `limit` embedded entries of `stream` after `after_id` (`"0"` = from the start).
+        pub fn read_embedded(
+            &self,
+            stream: &str,
+            after_id: &str,
+            limit: u32,
+        ) -> Result<Vec<EmbeddedEntry>> {
+            embedded::read(self.conn(), stream, after_id, limit)
+        }
+
+        /// The last entry id `group` committed on `stream`, `None` if it never did.
+        pub fn consumer_offset(&self, stream: &str, group: &str) -> Result<Option<String>> {
+            embedded::offset(self.conn(), stream, group)
+        }
+
+        /// Dead letters with `id > after_id`, oldest first.
+        pub fn list_dead_letters(&self, after_id: i64, limit: u32) -> Result<Vec<DeadLetter>> {
+            dead_letters::list(self.conn(), after_id, limit)
+        }
+
+        /// One dead letter.
+        pub fn get_dead_letter(&self, id: i64) -> Result<Option<DeadLetter>> {
+            dead_letters::get(self.conn(), id)
+        }
+
+        /// A value of the `meta` table (e.g. `epoch`).
+        pub fn meta(&self, key: &str) -> Result<Option<String>> {
+            Ok(self
+                .conn()
+                .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?)
+        }
+    };
+}
+
+/// A read transaction on a pooled read-only connection (see [`EventDb::read`]).
+#[derive(Debug)]
+pub struct Reader<'c> {
+    conn: &'c Connection,
+}
+
+impl Reader<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    read_methods!();
+
+    /// The raw connection (read-only: `PRAGMA query_only` is on), for queries this crate
+    /// does not offer, such as the delivery tables.
+    pub fn connection(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// The write transaction of one [`EventDb::write`] call.
+///
+/// Every method uses cached prepared statements; nothing commits until the closure returns.
+#[derive(Debug)]
+pub struct WriteTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    /// `received_at` of every event appended in this transaction.
+    received_at: String,
+}
+
+impl WriteTx<'_> {
+    fn conn(&self) -> &Connection {
+        &self.tx
+    }
+
+    read_methods!();
+
+    /// The raw connection inside this transaction, for tables this crate has no methods for
+    /// (the delivery outbox). Do not `COMMIT` or `ROLLBACK` through it.
+    pub fn connection(&self) -> &Connection {
+        &self.tx
+    }
+
+    /// Inserts a notification (`unseen`, agent status `none`); returns its id.
+    ///
+    /// A duplicate `idempotency_key` fails with a constraint error; use
+    /// [`WriteTx::upsert_by_idempotency_key`] when duplicates are expected.
+    pub fn insert_notification(&mut self, n: &NewNotification) -> Result<i64> {
+        notifications::insert(self.conn(), n, false).map(|(id, _)| id)
+    }
+
+    /// Inserts a notification, or — if one with the same `idempotency_key` exists — refreshes
+    /// its payload, description and `updated_at` (statuses untouched). Returns `(id, created)`.
+    pub fn upsert_by_idempotency_key(&mut self, n: &NewNotification) -> Result<(i64, bool)> {
+        notifications::insert(self.conn(), n, true)
+    }
+
+    /// Replaces payload and description and bumps `updated_at`. A `meaningful` update also
+    /// makes it `unseen` again (clearing `seen_at`); a silent one leaves the human status.
+    /// An unknown id is an [`StorageError::InvalidInput`] (callers update a row they just
+    /// found in the same transaction, so a missing one is a bug, not a race).
+    pub fn update_notification(
+        &mut self,
+        id: i64,
+        payload: &Map<String, Value>,
+        description: &str,
+        meaningful: bool,
+    ) -> Result<()> {
+        if notifications::update_content(self.conn(), id, payload, description, meaningful)? {
+            Ok(())
+        } else {
+            Err(StorageError::InvalidInput {
+                field: "id",
+                message: format!("no notification {id} to update"),
+            })
+        }
+    }
+
+    /// Human status. `seen = true`: `unseen → seen` (sets `seen_at`) is `Changed`, `seen` again
+    /// is `Unchanged`. `seen = false` undoes it: `seen → unseen` (clears `seen_at`), `Unchanged`
+    /// if already unseen. Independent of the agent status (a resolved notification can still
+    /// be marked seen). Unknown id: `NotFound`.
+    pub fn set_seen(&mut self, id: i64, seen: bool) -> Result<Transition> {
+        notifications::set_seen(self.conn(), id, seen)
+    }
+
+    /// Marks every *unseen* notification matching `filter` seen (its `human_status`, `limit`
+    /// and `offset` are ignored); returns how many changed.
+    pub fn mark_all_seen(&mut self, filter: &NotificationFilter) -> Result<u64> {
+        notifications::mark_all_seen(self.conn(), filter)
+    }
+
+    /// Claim. Rules:
+    /// - empty `agent_id` → `Invalid`;
+    /// - `none` → `claimed` by `agent_id` (sets `claimed_at`) → `Changed`;
+    /// - `claimed`/`in_progress` by the same agent → `Unchanged` (idempotent repeat);
+    /// - `claimed`/`in_progress` by another agent → `Conflict` (409);
+    /// - `resolved` → `Conflict` (nothing happens after resolved).
+    pub fn claim(&mut self, id: i64, agent_id: &str) -> Result<Transition> {
+        notifications::claim(self.conn(), id, agent_id)
+    }
+
+    /// Agent status change by `agent_id`. Rules, checked in this order:
+    /// - empty `agent_id` → `Invalid`; unknown id → `NotFound`;
+    /// - current `resolved` → `Conflict` (409), whatever the target;
+    /// - target `resolved` → `Invalid` (use [`WriteTx::resolve_notification`], which records a
+    ///   resolution);
+    /// - current `none`: target `none` → `Unchanged`; `claimed` → as [`WriteTx::claim`];
+    ///   `in_progress` → `Invalid` (claim first);
+    /// - current `claimed`/`in_progress` held by *another* agent → `Invalid` (only the claimer
+    ///   changes the status; `Conflict` is for a competing *claim*);
+    /// - held by `agent_id`: same status → `Unchanged`; `none` → released (`agent_id` and
+    ///   `claimed_at` cleared) → `Changed`; `claimed` ⇄ `in_progress` → `Changed`.
+    pub fn set_agent_status(
+        &mut self,
+        id: i64,
+        status: AgentStatus,
+        agent_id: &str,
+    ) -> Result<Transition> {
+        notifications::set_agent_status(self.conn(), id, status, agent_id)
+    }
+
+    /// Resolve (the API's resolve, or a lifecycle `resolves` event): from `none`, `claimed`
+    /// or `in_progress` → `resolved` with `resolution` and `resolved_at` → `Changed`; the
+    /// claiming `agent_id` is kept. Already `resolved` → `Conflict` (409). `resolution` not a
+    /// JSON object → `Invalid`. Unknown id → `NotFound`.
+    pub fn resolve_notification(&mut self, id: i64, resolution: &Value) -> Result<Transition> {
+        notifications::resolve(self.conn(), id, resolution)
+    }
+
+    /// Appends an event to the log. `Some(seq)` if it is new, `None` if an event with the same
+    /// id — or the same idempotency key — is already logged (a re-delivery: harmless).
+    pub fn append_event(
+        &mut self,
+        event: &EventEnvelope,
+        stream_entry_id: Option<&str>,
+    ) -> Result<Option<i64>> {
+        events::append(&self.tx, event, stream_entry_id, &self.received_at)
+    }
+
+    /// Records `(stream, entry_id)` as processed; `false` if it already was (skip the entry).
+    pub fn mark_processed(&mut self, stream: &str, entry_id: &str) -> Result<bool> {
+        embedded::mark_processed(self.conn(), stream, entry_id)
+    }
+
+    /// Appends an entry to an embedded stream; returns its id (`"42-0"`).
+    pub fn embedded_append(&mut self, stream: &str, fields: &[(String, String)]) -> Result<String> {
+        embedded::append(self.conn(), stream, fields)
+    }
+
+    /// Stores `group`'s position on `stream` (in the same transaction as the batch's effects,
+    /// so offset and effects commit together).
+    pub fn set_consumer_offset(&mut self, stream: &str, group: &str, entry_id: &str) -> Result<()> {
+        embedded::set_offset(self.conn(), stream, group, entry_id)
+    }
+
+    /// Stores a dead letter; returns its id.
+    pub fn insert_dead_letter(&mut self, d: &NewDeadLetter) -> Result<i64> {
+        dead_letters::insert(self.conn(), d)
+    }
+
+    /// Deletes a dead letter (after replay, or by an operator); `false` if there was none.
+    pub fn delete_dead_letter(&mut self, id: i64) -> Result<bool> {
+        dead_letters::delete(self.conn(), id)
+    }
+
+    /// Sets a value in the `meta` table.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([key, value])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! Concurrent writers never see `database is locked`; a failing batch leaves nothing behind.
+
+use events_storage::{EventDb, NotificationFilter, StorageError};
+
+use crate::new_notification;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writer_tasks_and_readers_all_succeed() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..25usize {
+                db.write(move |tx| {
+                    for i in 0..4 {
+                        tx.insert_notification(&new_notification(t * 1000 + b * 10 + i))?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                // readers run alongside the writers
+                db.list_notifications(NotificationFilter {
+                    limit: Some(5),
+                    ..Default::default()
+                })
+                .await?;
+            }
+            Ok::<_, StorageError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let page = db
+        .list_notifications(NotificationFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.total, 8 * 25 * 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_file_wait_instead_of_failing() {
+    // Two EventDb values on the same file have two writer connections: SQLite's lock and the
+    // busy timeout serialise them (the situation of two processes).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let first = EventDb::open(&path).await.unwrap();
+    let second = EventDb::open(&path).await.unwrap();
+    let mut tasks = Vec::new();
+    for (k, db) in [first.clone(), second.clone(), first.clone(), second]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            for b in 0..20usize {
+                db.write(move |tx| {
+                    for i in 0..5 {
+                        tx.insert_notification(&new_notification(k * 1000 + b * 10 + i))?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            }
+            Ok::<_, StorageError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        first
+            .list_notifications(NotificationFilter::default())
+            .await
+            .unwrap()
+            .total,
+        4 * 20 * 5
+    );
+}
+
+#[tokio::test]
+async fn failed_or_panicking_batch_rolls_back_entirely() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let err = db
+        .write(|tx| {
+            tx.insert_notification(&new_notification(1))?;
+            tx.mark_processed("s", "1-0")?;
+            Err::<(), _>(StorageError::Aborted("cartridge failed".into()))
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Aborted(_)), "{err}");
+    let panicked = db
+        .write(|tx| -> events_storage::Result<()> {
+            tx.insert_notification(&new_notification(2))?;
+            panic!("cartridge bug")
+        })
+        .await;
+    assert!(
+        matches!(panicked, Err(StorageError::Task(_))),
+        "{panicked:?}"
+    );
+    // nothing of either batch is visible, and the writer still works
+    assert_eq!(
+        db.list_notifications(NotificationFilter::default())
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    assert!(!db.read(|r| r.is_processed("s", "1-0")).await.unwrap());
+    let mut commits = db.commits();
+    let before = *commits.borrow_and_update();
+    let id = crate::insert(&db, new_notification(3)).await;
+    assert!(db.get_notification(id).await.unwrap().is_some());
+    assert!(
+        *commits.borrow() > before,
+        "commits counter advances after a commit"
+    );
+}
+
+/// A caller's own error type passes through `write_with` unchanged.
+#[tokio::test]
+async fn write_with_returns_the_callers_error() {
+    #[derive(Debug, PartialEq)]
+    enum MyError {
+        Storage(String),
+        Mine(u32),
+    }
+    impl From<StorageError> for MyError {
+        fn from(e: StorageError) -> Self {
+            Self::Storage(e.to_string())
+        }
+    }
+    let db = EventDb::open_in_memory().await.unwrap();
+    let got = db
+        .write_with(|tx| {
+            tx.insert_notification(&new_notification(1))
+                .map_err(MyError::from)?;
+            Err::<(), _>(MyError::Mine(7))
+        })
+        .await;
+    assert_eq!(got, Err(MyError::Mine(7)));
+    assert_eq!(
+        db.list_notifications(NotificationFilter::default())
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+}
