@@ -410,6 +410,17 @@ pub fn builtin_schemas() -> Vec<EventSchema> {
         .with_idempotency_fields(["worker_name", "timestamp"])
         .with_lifecycle(NotificationLifecycle::creates())
         .with_actionable(true),
+        // Emitted by events-delivery when an endpoint is switched off (410 Gone or too many
+        // failed deliveries in a row); actionable because someone has to fix and re-enable it.
+        EventSchema::new(
+            "system.webhook.disabled",
+            "A webhook endpoint was disabled after failing deliveries",
+            Operational,
+            "system",
+        )
+        .with_visibility(EventVisibility::Cluster)
+        .with_lifecycle(NotificationLifecycle::creates())
+        .with_actionable(true),
         EventSchema::new(
             sd("planning.todo_created"),
             "A todo was created",
@@ -526,6 +537,7 @@ mod tests {
         let mut expected = vec![
             "system.daemon.restarted".to_owned(),
             "system.worker.crashed".to_owned(),
+            "system.webhook.disabled".to_owned(),
         ];
         for name in [
             "planning.todo_created",
@@ -542,7 +554,7 @@ mod tests {
         }
         expected.sort();
         assert_eq!(names, expected);
-        assert_eq!(catalog.len(), 11);
+        assert_eq!(catalog.len(), 12);
         // Building it goes through `register`: nothing was silently dropped.
         assert_eq!(builtin_schemas().len(), catalog.len());
     }

@@ -242,21 +242,40 @@ where
 ///
 /// Also the canonical text of `timestamp` in idempotency keys, so a key does not depend on
 /// which transport (JSON over HTTP or a stream entry) delivered the event.
+///
+/// Never panics: a timestamp whose UTC form falls outside the representable years (which
+/// [`EventEnvelope::validate`] refuses) is written with its own offset instead, still exact.
 pub fn format_timestamp(timestamp: OffsetDateTime) -> String {
-    let utc = timestamp.to_offset(UtcOffset::UTC);
-    let mut out = String::with_capacity(27);
+    let local = timestamp
+        .checked_to_offset(UtcOffset::UTC)
+        .filter(|utc| (0..=9999).contains(&utc.year()))
+        .unwrap_or(timestamp);
+    let mut out = String::with_capacity(32);
     // Writing to a String cannot fail.
     let _ = write!(
         out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        utc.year(),
-        u8::from(utc.month()),
-        utc.day(),
-        utc.hour(),
-        utc.minute(),
-        utc.second(),
-        utc.microsecond(),
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}",
+        local.year(),
+        u8::from(local.month()),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second(),
+        local.microsecond(),
     );
+    let offset = local.offset();
+    if offset.is_utc() {
+        out.push('Z');
+    } else {
+        let (hours, minutes, _) = offset.as_hms();
+        let sign = if offset.is_negative() { '-' } else { '+' };
+        let _ = write!(
+            out,
+            "{sign}{:02}:{:02}",
+            hours.unsigned_abs(),
+            minutes.unsigned_abs()
+        );
+    }
     out
 }
 
@@ -347,11 +366,12 @@ fn parse_timestamp_inner(text: &str) -> Option<OffsetDateTime> {
         nanos,
     )
     .ok()?;
-    Some(
-        PrimitiveDateTime::new(date, time)
-            .assume_offset(offset)
-            .to_offset(UtcOffset::UTC),
-    )
+    // Checked: an offset can carry the instant out of time's range (`9999-12-31T23:59-01:00`);
+    // an unchecked conversion panicked here, which would crash the processor on every
+    // redelivery of such an entry (found by fuzzing).
+    PrimitiveDateTime::new(date, time)
+        .assume_offset(offset)
+        .checked_to_offset(UtcOffset::UTC)
 }
 
 struct Cursor<'a> {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
+use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
 use crate::error::ValidationError;
@@ -363,6 +363,17 @@ impl EventEnvelope {
                 "timestamp",
                 format!("year {} is outside 0..=9999", self.timestamp.year()),
             ));
+        }
+        // The stream wire format writes the instant in UTC, where an offset can move it out of
+        // range (`9999-12-31T23:30:00-01:00` is year 10000 in UTC); found by fuzzing.
+        match self.timestamp.checked_to_offset(UtcOffset::UTC) {
+            Some(utc) if (0..=9999).contains(&utc.year()) => {}
+            _ => {
+                return Err(ValidationError::new(
+                    "timestamp",
+                    "outside years 0..=9999 once converted to UTC",
+                ));
+            }
         }
         if self.id.is_empty() {
             return Err(ValidationError::new("id", "must not be empty"));

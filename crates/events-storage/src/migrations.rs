@@ -16,6 +16,7 @@ use crate::{Result, StorageError};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_core.sql"),
     include_str!("migrations/0002_delivery.sql"),
+    include_str!("migrations/0003_delivery_outbox.sql"),
 ];
 
 /// The schema version this build creates and understands.

@@ -2,5 +2,7 @@
 
 #[cfg(feature = "toml")]
 mod catalog_files;
+#[cfg(feature = "toml")]
+mod fuzz_regressions;
 mod python_fixtures;
 mod round_trip;

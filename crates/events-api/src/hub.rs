@@ -1,0 +1,269 @@
+//! The push hub: fans committed events and notification changes out to WebSocket and SSE
+//! clients.
+//!
+//! The processor calls the hub after a batch commits (it is the processor's [`PushSink`]),
+//! in commit order:
+//!
+//! - an event (`seq`, envelope) is serialised once and sent on a `tokio::sync::broadcast`
+//!   channel right there — non-blocking, and in `seq` order, which SSE resume relies on;
+//! - a notification change only records the id and wakes the hub's own task, which fetches
+//!   the row from storage (deduplicated per wake-up) and broadcasts it, so the processor
+//!   never waits for a database read.
+//!
+//! Each connection holds a receiver: the channel's capacity is the per-connection queue
+//! bound, and a receiver that falls behind it gets `Lagged` — the WebSocket handler then
+//! closes with 1013, the SSE stream catches up from the log. Sending never blocks on a slow
+//! receiver.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ws::Utf8Bytes;
+use events_envelope::EventEnvelope;
+use events_pipeline::NotificationPush;
+use events_processor::PushSink;
+use events_storage::{EventDb, Notification};
+use serde::Serialize;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+/// Default per-connection queue bound (pushes a client may fall behind before it is dropped).
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Largest number of notification changes the hub keeps waiting for its task; beyond that
+/// pushes are dropped (counted in `events_push_dropped_total`) — clients resync over REST.
+const MAX_PENDING_NOTIFICATIONS: usize = 100_000;
+
+/// What a push is about, for routing to subscribers without parsing its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushKind {
+    /// A committed event with its log position and type.
+    Event {
+        /// Position in the event log.
+        seq: i64,
+        /// The event's type, matched against `events:<glob>` topics and SSE `type` filters.
+        event_type: String,
+    },
+    /// A notification was created or updated.
+    Notification,
+}
+
+/// One push, serialised once for every connection.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// Routing information.
+    pub kind: PushKind,
+    /// The message exactly as sent on the wire (WS text frame, SSE `data:`).
+    pub json: Utf8Bytes,
+}
+
+/// A notification change reported by the processor after commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationChange {
+    /// The row that changed.
+    pub notification_id: i64,
+    /// Whether it was created (else updated).
+    pub was_created: bool,
+}
+
+#[derive(Serialize)]
+struct EventPushJson<'a> {
+    r#type: &'static str,
+    seq: i64,
+    epoch: &'a str,
+    event: &'a EventEnvelope,
+}
+
+#[derive(Serialize)]
+struct NotificationPushJson<'a> {
+    r#type: &'static str,
+    notification: &'a Notification,
+    epoch: &'a str,
+}
+
+/// Serialises an event push: `{"type":"event","seq","epoch","event"}`.
+pub fn event_push_json(seq: i64, epoch: &str, event: &EventEnvelope) -> String {
+    // Serialising a struct of plain data into a String cannot fail.
+    serde_json::to_string(&EventPushJson {
+        r#type: "event",
+        seq,
+        epoch,
+        event,
+    })
+    .unwrap_or_default()
+}
+
+struct Inner {
+    sender: broadcast::Sender<Arc<Push>>,
+    pending: Mutex<Vec<NotificationChange>>,
+    wake: Notify,
+    epoch: Arc<str>,
+    published_seq: AtomicI64,
+    dropped: AtomicU64,
+}
+
+/// Fans pushes out to connections; cheap to clone.
+#[derive(Clone)]
+pub struct PushHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PushHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushHub")
+            .field("epoch", &self.inner.epoch)
+            .field("published_seq", &self.published_seq())
+            .field("receivers", &self.inner.sender.receiver_count())
+            .finish()
+    }
+}
+
+impl PushHub {
+    /// A hub for the database with `epoch` whose log has been published up to `start_seq`
+    /// (normally the log's current maximum: clients that want older events replay them).
+    /// `capacity` is the per-connection queue bound.
+    pub fn new(epoch: impl Into<Arc<str>>, start_seq: i64, capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self {
+            inner: Arc::new(Inner {
+                sender,
+                pending: Mutex::new(Vec::new()),
+                wake: Notify::new(),
+                epoch: epoch.into(),
+                published_seq: AtomicI64::new(start_seq),
+                dropped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The database identity carried by every push.
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    /// The highest event `seq` already sent to subscribers.
+    pub fn published_seq(&self) -> i64 {
+        self.inner.published_seq.load(Ordering::Acquire)
+    }
+
+    /// A new receiver for a connection; it sees every push sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Push>> {
+        self.inner.sender.subscribe()
+    }
+
+    /// Pushes dropped because the hub's own work queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Called after a batch commits: records the notification changes and wakes the hub
+    /// task, which also picks up the batch's events from the log. Never blocks on I/O.
+    pub fn committed(&self, changes: impl IntoIterator<Item = NotificationChange>) {
+        {
+            let mut pending = self
+                .inner
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for change in changes {
+                if pending.len() >= MAX_PENDING_NOTIFICATIONS {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("events_push_dropped_total").increment(1);
+                } else {
+                    pending.push(change);
+                }
+            }
+        }
+        self.inner.wake.notify_one();
+    }
+
+    fn send(&self, push: Push) {
+        // No receivers is not an error: nobody is listening right now.
+        let _ = self.inner.sender.send(Arc::new(push));
+    }
+
+    /// Publishes a committed event (called in `seq` order by the processor).
+    pub fn publish_event(&self, seq: i64, event: &EventEnvelope) {
+        // Nobody listening: skip the serialisation, but remember how far the log went.
+        if self.inner.sender.receiver_count() > 0 {
+            let json = event_push_json(seq, self.epoch(), event);
+            self.send(Push {
+                kind: PushKind::Event {
+                    seq,
+                    event_type: event.event.clone(),
+                },
+                json: Utf8Bytes::from(json),
+            });
+        }
+        self.inner.published_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Runs the hub task until `shutdown`: fetches changed notifications from `db` and
+    /// broadcasts them.
+    pub async fn run(self, db: EventDb, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.inner.wake.notified() => {}
+            }
+            let changes = std::mem::take(
+                &mut *self
+                    .inner
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            if !changes.is_empty() {
+                self.publish_notifications(&db, changes).await;
+            }
+        }
+    }
+
+    async fn publish_notifications(&self, db: &EventDb, changes: Vec<NotificationChange>) {
+        // One push per row per wake-up: the row fetched now is the newest state anyway.
+        let mut by_id: BTreeMap<i64, bool> = BTreeMap::new();
+        for change in changes {
+            *by_id.entry(change.notification_id).or_default() |= change.was_created;
+        }
+        for (id, created) in by_id {
+            match db.get_notification(id).await {
+                Ok(Some(notification)) => {
+                    let kind = if created {
+                        "notification_created"
+                    } else {
+                        "notification_updated"
+                    };
+                    let json = serde_json::to_string(&NotificationPushJson {
+                        r#type: kind,
+                        notification: &notification,
+                        epoch: self.epoch(),
+                    })
+                    .unwrap_or_default();
+                    self.send(Push {
+                        kind: PushKind::Notification,
+                        json: Utf8Bytes::from(json),
+                    });
+                }
+                Ok(None) => tracing::debug!(id, "notification gone before its push was sent"),
+                Err(err) => {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("events_push_dropped_total").increment(1);
+                    tracing::warn!(id, error = %err, "cannot read notification for its push; dropped");
+                }
+            }
+        }
+    }
+}
+
+impl PushSink for PushHub {
+    fn notification(&self, push: &NotificationPush) {
+        self.committed([NotificationChange {
+            notification_id: push.notification_id,
+            was_created: push.was_created,
+        }]);
+    }
+
+    fn event(&self, seq: i64, event: &EventEnvelope) {
+        self.publish_event(seq, event);
+    }
+}

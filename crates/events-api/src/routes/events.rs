@@ -1,0 +1,372 @@
+//! `POST /api/events` (ingest) and `GET /api/events` (query of the event log).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use events_envelope::{CatalogError, EventEnvelope, EventLevel};
+use events_storage::{EventQuery, StoredEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::MAX_BATCH;
+use crate::error::{ApiError, ItemError};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::routes::parse_time;
+use crate::state::AppState;
+
+/// Where one accepted event landed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Accepted {
+    /// The envelope id.
+    id: String,
+    /// The transport's entry id (Redis stream id, or `N-0` for the embedded stream).
+    stream_id: String,
+}
+
+/// `202` answer of an ingest.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IngestResponse {
+    /// One entry per submitted event, in order.
+    accepted: Vec<Accepted>,
+}
+
+/// Ingest body: one envelope, or `{"events":[envelope, ...]}` (at most 1000).
+#[derive(ToSchema)]
+#[schema(as = IngestRequest)]
+#[allow(dead_code, clippy::large_enum_variant)] // documentation only: the handler reads a raw JSON value
+pub(crate) enum IngestRequestDoc {
+    /// One envelope.
+    Single(EnvelopeDoc),
+    /// A batch.
+    Batch(IngestBatchDoc),
+}
+
+/// An event envelope (brief §3); only `event` and `source` are required.
+#[derive(ToSchema)]
+#[schema(as = EventEnvelope)]
+#[allow(dead_code)]
+pub(crate) struct EnvelopeDoc {
+    /// UUIDv7; assigned when absent.
+    id: Option<String>,
+    /// Dot-notation type, e.g. `job.completed`.
+    event: String,
+    /// Payload schema version, default 1.
+    version: Option<u32>,
+    /// Who emitted it.
+    source: String,
+    /// RFC 3339; default now.
+    timestamp: Option<String>,
+    /// Dedup key; derived from the catalog when absent.
+    idempotency_key: Option<String>,
+    /// 0..=3 (INFRASTRUCTURE, OPERATIONAL, WORKFLOW, BUSINESS).
+    level: Option<u8>,
+    /// Business domain.
+    domain: Option<String>,
+    /// What it is about.
+    entity: Option<String>,
+    /// One line for people.
+    description: Option<String>,
+    /// `local`, `cluster` or `public`.
+    visibility: Option<String>,
+    /// Event data (≤ 256 KiB serialised).
+    #[schema(value_type = Option<Object>)]
+    payload: Option<serde_json::Value>,
+    /// Affordances (carried).
+    #[schema(value_type = Option<Object>)]
+    actions: Option<serde_json::Value>,
+    /// Carried.
+    terminal_when: Option<String>,
+    /// Carried.
+    #[schema(value_type = Option<Object>)]
+    resolution_shape: Option<serde_json::Value>,
+    /// Flow id.
+    correlation_id: Option<String>,
+    /// Causing event id.
+    causation_id: Option<String>,
+}
+
+/// A batch of envelopes.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct IngestBatchDoc {
+    /// 1 to 1000 envelopes; one invalid item refuses the whole batch.
+    events: Vec<EnvelopeDoc>,
+}
+
+fn item_error(index: usize, code: &str, message: impl Into<String>) -> ItemError {
+    ItemError {
+        index,
+        code: code.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Decodes and validates one submitted item (brief §3 rules, catalog idempotency fields,
+/// strict catalog).
+fn check_item(state: &AppState, index: usize, value: Value) -> Result<EventEnvelope, ItemError> {
+    if !value.is_object() {
+        return Err(item_error(
+            index,
+            "invalid_event",
+            "an event must be a JSON object",
+        ));
+    }
+    let event: EventEnvelope = serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = if path == "." {
+            err.inner().to_string()
+        } else {
+            format!("{path}: {}", err.inner())
+        };
+        item_error(index, "invalid_event", message)
+    })?;
+    event
+        .validate_with_limit(state.limits.max_payload_bytes)
+        .map_err(|err| item_error(index, "invalid_event", err.to_string()))?;
+    if state.limits.strict_catalog && !state.catalog.contains(&event.event) {
+        return Err(item_error(
+            index,
+            "unknown_event_type",
+            format!(
+                "event: type {:?} is not in the catalog and strict_catalog is on",
+                event.event
+            ),
+        ));
+    }
+    match state.catalog.build_idempotency_key(&event) {
+        Ok(_) => Ok(event),
+        Err(err @ CatalogError::MissingIdempotencyField { .. }) => Err(item_error(
+            index,
+            "missing_idempotency_field",
+            err.to_string(),
+        )),
+        Err(err) => Err(item_error(index, "invalid_event", err.to_string())),
+    }
+}
+
+fn refuse(items: Vec<ItemError>, batch: bool) -> ApiError {
+    let message = if batch {
+        format!(
+            "{} of the submitted events are invalid; nothing was accepted",
+            items.len()
+        )
+    } else {
+        items
+            .first()
+            .map(|item| item.message.clone())
+            .unwrap_or_default()
+    };
+    let code = if batch {
+        "invalid_batch"
+    } else {
+        "invalid_event"
+    };
+    ApiError::Unprocessable {
+        code,
+        message,
+        items: Some(items),
+    }
+}
+
+/// Emit one event or a batch.
+///
+/// Every item is validated first (envelope rules, the catalog's idempotency fields, strict
+/// catalog); a batch with any invalid item is refused whole with `error.items`.
+#[utoipa::path(
+    post, path = "/api/events", tag = "events",
+    request_body = IngestRequestDoc,
+    responses(
+        (status = 202, description = "accepted", body = IngestResponse),
+        (status = 400, description = "malformed JSON", body = crate::ErrorBody),
+        (status = 413, description = "body too large", body = crate::ErrorBody),
+        (status = 415, description = "not application/json", body = crate::ErrorBody),
+        (status = 422, description = "invalid event(s); `error.items` says which", body = crate::ErrorBody),
+        (status = 503, description = "transport unavailable", body = crate::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn ingest(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+    let (values, batch) = match body {
+        Value::Object(mut map) if map.len() == 1 && map.contains_key("events") => {
+            match map.remove("events") {
+                Some(Value::Array(items)) => (items, true),
+                _ => {
+                    return Err(ApiError::unprocessable(
+                        "invalid_batch",
+                        "events: must be an array of event objects",
+                    ));
+                }
+            }
+        }
+        other => (vec![other], false),
+    };
+    if values.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_batch",
+            "events: must not be empty",
+        ));
+    }
+    if values.len() > MAX_BATCH {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!(
+                "events: {} items, more than the limit of {MAX_BATCH}",
+                values.len()
+            ),
+        ));
+    }
+    let mut events = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    for (index, value) in values.into_iter().enumerate() {
+        match check_item(&state, index, value) {
+            Ok(event) => events.push(event),
+            Err(err) => errors.push(err),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(refuse(errors, batch));
+    }
+    let count = events.len();
+    let receipts = if count == 1 && !batch {
+        let event = events
+            .pop()
+            .ok_or_else(|| ApiError::Internal("empty single ingest".into()))?;
+        vec![
+            state
+                .producer
+                .emit(event)
+                .await
+                .map_err(producer_error(batch))?,
+        ]
+    } else {
+        state
+            .producer
+            .emit_batch(events)
+            .await
+            .map_err(producer_error(batch))?
+    };
+    metrics::counter!("events_ingested_total").increment(count as u64);
+    let accepted = receipts
+        .into_iter()
+        .map(|r| Accepted {
+            id: r.id,
+            stream_id: r.stream_id,
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+}
+
+fn producer_error(batch: bool) -> impl Fn(events_producer::Error) -> ApiError {
+    move |err| match err {
+        events_producer::Error::Invalid { index, source } => refuse(
+            vec![item_error(index, "invalid_event", source.to_string())],
+            batch,
+        ),
+        events_producer::Error::Unavailable { .. } | events_producer::Error::Timeout { .. } => {
+            ApiError::Unavailable(format!("cannot accept events right now: {err}"))
+        }
+        other => ApiError::Internal(format!("emitting: {other}")),
+    }
+}
+
+/// Filters of `GET /api/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsParams {
+    /// Type glob: `job.*`, `*.failed`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Exact source.
+    source: Option<String>,
+    /// Exact domain.
+    domain: Option<String>,
+    /// Exact level: 0..=3 or a name (`workflow`).
+    #[param(value_type = Option<String>)]
+    level: Option<EventLevel>,
+    /// Exact correlation id.
+    correlation_id: Option<String>,
+    /// The event's timestamp at or after this instant (RFC 3339).
+    since: Option<String>,
+    /// The event's timestamp before this instant (RFC 3339).
+    until: Option<String>,
+    /// Only events with `seq` greater than this (resume point).
+    after_seq: Option<i64>,
+    /// Page size (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// One logged event as listed.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EventRow {
+    /// Position in the log.
+    seq: i64,
+    /// When the daemon logged it (RFC 3339).
+    #[schema(value_type = String)]
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: time::OffsetDateTime,
+    /// The envelope.
+    #[schema(value_type = EnvelopeDoc)]
+    event: EventEnvelope,
+}
+
+/// A page of the event log.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EventsPage {
+    /// Events in `seq` order.
+    events: Vec<EventRow>,
+    /// Pass as `after_seq` to get the next page (`null` if the page is empty and none was given).
+    next_after_seq: Option<i64>,
+}
+
+/// Query the event log, oldest first.
+#[utoipa::path(
+    get, path = "/api/events", tag = "events",
+    params(EventsParams),
+    responses(
+        (status = 200, description = "a page of events", body = EventsPage),
+        (status = 400, description = "bad filter value", body = crate::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn query(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<EventsParams>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let query = EventQuery {
+        event_type: params.event_type.filter(|t| !t.is_empty()),
+        source: params.source,
+        domain: params.domain,
+        level: params.level,
+        correlation_id: params.correlation_id,
+        since: parse_time("since", params.since.as_deref())?,
+        until: parse_time("until", params.until.as_deref())?,
+        after_seq: params.after_seq,
+        limit: params.limit,
+    };
+    let rows = state.db.query_events(query).await?;
+    let next_after_seq = rows.last().map(|row| row.seq).or(params.after_seq);
+    let events = rows
+        .into_iter()
+        .map(
+            |StoredEvent {
+                 seq,
+                 received_at,
+                 event,
+                 ..
+             }| EventRow {
+                seq,
+                received_at,
+                event,
+            },
+        )
+        .collect();
+    Ok(Json(EventsPage {
+        events,
+        next_after_seq,
+    }))
+}

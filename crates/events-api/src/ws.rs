@@ -1,0 +1,271 @@
+//! `GET /ws`: subscriptions and pushes over WebSocket (brief §9).
+//!
+//! One task per connection selects over the client's messages, the hub's broadcast
+//! receiver, a ping timer and shutdown. The receiver's bound is the connection's queue: when
+//! the client cannot keep up (the receiver reports `Lagged`) the connection is closed with
+//! 1013 and the client resyncs over REST. A send that does not complete within the send
+//! timeout (a client that stopped reading) drops the connection. Malformed client messages
+//! are answered with `{"type":"error",...}`, never with a disconnect.
+
+use std::collections::BTreeSet;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use events_envelope::glob_match;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::broadcast;
+use tokio::time::{Instant, interval_at, timeout};
+
+use crate::hub::{Push, PushKind};
+use crate::state::AppState;
+use crate::ws_protocol::{
+    CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientMessage, ServerMessage, Topic,
+};
+
+/// Largest client message accepted (subscriptions are small).
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// Subscribe to live notifications and events.
+///
+/// After the upgrade the client sends `{"type":"subscribe","topics":["notifications","events:job.*"]}`
+/// and receives `notification_created` / `notification_updated` / `event` pushes, each with
+/// the database `epoch` (and `seq` for events). Auth by `Authorization: Bearer` or `?token=`.
+#[utoipa::path(
+    get, path = "/ws", tag = "push",
+    params(("token" = Option<String>, Query, description = "bearer token for clients that cannot set headers")),
+    responses(
+        (status = 101, description = "switching to the WebSocket protocol"),
+        (status = 401, description = "missing or unknown token", body = crate::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| connection(socket, state))
+}
+
+struct Subscriptions {
+    topics: BTreeSet<String>,
+    notifications: bool,
+    globs: Vec<String>,
+}
+
+impl Subscriptions {
+    fn new() -> Self {
+        Self {
+            topics: BTreeSet::new(),
+            notifications: false,
+            globs: Vec::new(),
+        }
+    }
+
+    fn rebuild(&mut self) {
+        self.notifications = false;
+        self.globs.clear();
+        for text in &self.topics {
+            match Topic::parse(text) {
+                Ok(Topic::Notifications) => self.notifications = true,
+                Ok(Topic::Events(glob)) => self.globs.push(glob),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn wants(&self, push: &Push) -> bool {
+        match &push.kind {
+            PushKind::Notification => self.notifications,
+            PushKind::Event { event_type, .. } => {
+                self.globs.iter().any(|glob| glob_match(glob, event_type))
+            }
+        }
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.topics.iter().cloned().collect()
+    }
+
+    /// Applies a client message; the reply to send back.
+    fn handle(&mut self, text: &str) -> ServerMessage {
+        let message = match serde_json::from_str::<ClientMessage>(text) {
+            Ok(message) => message,
+            Err(err) => {
+                return ServerMessage::Error {
+                    code: "invalid_message".into(),
+                    message: format!(
+                        "cannot read message ({err}); expected {{\"type\":\"subscribe\"|\"unsubscribe\",\"topics\":[...]}} or {{\"type\":\"ping\"}}"
+                    ),
+                };
+            }
+        };
+        match message {
+            ClientMessage::Ping => ServerMessage::Pong,
+            ClientMessage::Subscribe { topics } => {
+                let parsed: Result<Vec<Topic>, String> =
+                    topics.iter().map(|t| Topic::parse(t)).collect();
+                match parsed {
+                    Ok(parsed) => {
+                        self.topics.extend(parsed.iter().map(Topic::to_string));
+                        self.rebuild();
+                        ServerMessage::Subscribed {
+                            topics: self.list(),
+                        }
+                    }
+                    Err(message) => ServerMessage::Error {
+                        code: "invalid_topic".into(),
+                        message,
+                    },
+                }
+            }
+            ClientMessage::Unsubscribe { topics } => {
+                for topic in &topics {
+                    self.topics.remove(topic);
+                }
+                self.rebuild();
+                ServerMessage::Unsubscribed {
+                    topics: self.list(),
+                }
+            }
+        }
+    }
+}
+
+fn reply(message: &ServerMessage) -> Message {
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(message).unwrap_or_default(),
+    ))
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}
+
+async fn connection(socket: WebSocket, state: AppState) {
+    metrics::gauge!("events_ws_connections").increment(1.0);
+    let mut receiver = state.hub.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let mut subscriptions = Subscriptions::new();
+    let ping_every = state.limits.ws_ping_interval;
+    let send_timeout = state.limits.ws_send_timeout;
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    let shutdown = state.shutdown.clone();
+
+    // Sends one frame, bounded in time so a client that stopped reading cannot hold the task.
+    macro_rules! send {
+        ($message:expr) => {
+            match timeout(send_timeout, sink.send($message)).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        };
+    }
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = timeout(send_timeout, sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down"))).await;
+                break;
+            }
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let answer = subscriptions.handle(text.as_str());
+                    send!(reply(&answer));
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    send!(reply(&ServerMessage::Error {
+                        code: "invalid_message".into(),
+                        message: "binary frames are not supported; send JSON text".into(),
+                    }));
+                }
+                // axum answers pings itself; pongs only prove liveness.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+            received = receiver.recv() => match received {
+                Ok(push) => {
+                    if subscriptions.wants(&push) {
+                        send!(Message::Text(push.json.clone()));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    metrics::counter!("events_ws_slow_client_closed_total").increment(1);
+                    tracing::info!(missed, "websocket client fell behind its queue; closing with 1013");
+                    let _ = timeout(send_timeout, sink.send(close(CLOSE_TRY_AGAIN_LATER, "client too slow; resync over REST"))).await;
+                    break;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = timeout(send_timeout, sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down"))).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => send!(Message::Ping(Default::default())),
+        }
+    }
+    drop(receiver);
+    metrics::gauge!("events_ws_connections").decrement(1.0);
+}
+
+/// Whether a connection wants a push (exposed to the crate's tests).
+#[cfg(test)]
+fn matches(topics: &[&str], push: &Push) -> bool {
+    let mut subscriptions = Subscriptions::new();
+    subscriptions.topics = topics.iter().map(|t| (*t).to_owned()).collect();
+    subscriptions.rebuild();
+    subscriptions.wants(push)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_push(event_type: &str) -> Push {
+        Push {
+            kind: PushKind::Event {
+                seq: 1,
+                event_type: event_type.into(),
+            },
+            json: Utf8Bytes::from_static("{}"),
+        }
+    }
+
+    #[test]
+    fn subscriptions_route_by_topic_and_glob() {
+        let notification = Push {
+            kind: PushKind::Notification,
+            json: Utf8Bytes::from_static("{}"),
+        };
+        assert!(matches(&["notifications"], &notification));
+        assert!(!matches(&["events:*"], &notification));
+        assert!(matches(&["events:job.*"], &event_push("job.done")));
+        assert!(!matches(&["events:job.*"], &event_push("build.done")));
+        assert!(matches(&["events:*"], &event_push("build.done")));
+    }
+
+    #[test]
+    fn client_messages_are_answered_never_fatal() {
+        let mut subs = Subscriptions::new();
+        assert!(
+            matches!(subs.handle("not json"), ServerMessage::Error { code, .. } if code == "invalid_message")
+        );
+        assert!(
+            matches!(subs.handle(r#"{"type":"subscribe","topics":["bogus"]}"#), ServerMessage::Error { code, .. } if code == "invalid_topic")
+        );
+        assert_eq!(
+            subs.handle(r#"{"type":"subscribe","topics":["notifications","events:job.*"]}"#),
+            ServerMessage::Subscribed {
+                topics: vec!["events:job.*".into(), "notifications".into()]
+            }
+        );
+        assert_eq!(
+            subs.handle(r#"{"type":"unsubscribe","topics":["notifications"]}"#),
+            ServerMessage::Unsubscribed {
+                topics: vec!["events:job.*".into()]
+            }
+        );
+        assert!(!subs.notifications);
+        assert_eq!(subs.handle(r#"{"type":"ping"}"#), ServerMessage::Pong);
+    }
+}

@@ -1,0 +1,613 @@
+//! The run loop: read → decode → pipeline → one commit → ack → push.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use events_envelope::{EventCatalog, EventEnvelope, from_stream_fields_with_limit};
+use events_pipeline::{DedupCartridge, NotificationPush, Pipeline, PipelineContext};
+use events_storage::{EventDb, NewDeadLetter, StorageError, WriteTx};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::source::{Checkpoint, DeadLetterRecord, Source, SourceEntry};
+
+/// Receives what a committed batch did, to push it to clients (WebSocket, SSE, delivery).
+///
+/// Called on the processor's task after the commit, in commit order. Implementations
+/// **must not block** (forward to a bounded channel or a `tokio::sync::broadcast` and
+/// return); a panic is caught and logged, never fails the batch.
+pub trait PushSink: Send + Sync {
+    /// A notification was created or changed.
+    fn notification(&self, push: &NotificationPush);
+    /// An event was appended to the event log with sequence number `seq`.
+    fn event(&self, seq: i64, event: &EventEnvelope);
+}
+
+/// Tunables of the run loop. `ProcessorConfig::default()` gives brief §8 defaults.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Entries read and committed together (500).
+    pub batch_size: usize,
+    /// Deliveries of a failing entry before it is dead-lettered (5).
+    pub max_deliveries: u64,
+    /// Delay before the first redelivery of a failing entry (200 ms); doubles per delivery.
+    pub retry_base: Duration,
+    /// Longest delay between redeliveries of a failing entry (10 s).
+    pub retry_max: Duration,
+    /// First backoff after a transport or storage error (100 ms).
+    pub reconnect_base: Duration,
+    /// Longest backoff after transport or storage errors (5 s).
+    pub reconnect_max: Duration,
+    /// Largest accepted payload when decoding (256 KiB).
+    pub max_payload_bytes: usize,
+    /// How often the consumer lag is measured (5 s).
+    pub lag_interval: Duration,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            max_deliveries: 5,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
+            reconnect_base: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            max_payload_bytes: events_envelope::DEFAULT_MAX_PAYLOAD_BYTES,
+            lag_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Live state of a processor for `/ready` and dashboards. Shared (`Arc`), lock-free.
+#[derive(Debug)]
+pub struct ProcessorStatus {
+    connected: AtomicBool,
+    running: AtomicBool,
+    /// Unix milliseconds of the last committed batch; 0 = none yet.
+    last_batch_ms: AtomicI64,
+    /// -1 = unknown.
+    lag: AtomicI64,
+}
+
+impl Default for ProcessorStatus {
+    fn default() -> Self {
+        Self {
+            connected: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            last_batch_ms: AtomicI64::new(0),
+            lag: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl ProcessorStatus {
+    /// Whether the source's transport answered on the last attempt.
+    pub fn source_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the run loop is running.
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// When the last batch was committed (empty reads do not count).
+    pub fn last_batch_at(&self) -> Option<OffsetDateTime> {
+        match self.last_batch_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok(),
+        }
+    }
+
+    /// Entries not yet processed by the group, at the last measurement.
+    pub fn lag(&self) -> Option<u64> {
+        u64::try_from(self.lag.load(Ordering::Relaxed)).ok()
+    }
+}
+
+/// What one committed batch did, for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Entries read.
+    pub read: usize,
+    /// Events appended to the event log.
+    pub logged: usize,
+    /// Events dropped by a cartridge (duplicates included).
+    pub dropped: usize,
+    /// Of those, duplicates (dedup or an event id already logged).
+    pub duplicates: usize,
+    /// Entries already processed before (re-deliveries after a crash).
+    pub skipped: usize,
+    /// Entries dead-lettered.
+    pub dead_lettered: usize,
+    /// Entries left for a later retry.
+    pub retried: usize,
+    /// Notification pushes produced.
+    pub pushes: usize,
+}
+
+/// The processing loop over one [`Source`] (brief §8). See the crate docs for the flow.
+pub struct Processor<S: Source> {
+    config: ProcessorConfig,
+    source: S,
+    db: EventDb,
+    catalog: Arc<EventCatalog>,
+    pipeline: Pipeline,
+    sinks: Vec<Arc<dyn PushSink>>,
+    status: Arc<ProcessorStatus>,
+}
+
+impl<S: Source> fmt::Debug for Processor<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Processor")
+            .field("config", &self.config)
+            .field("source", &self.source.describe())
+            .field("pipeline", &self.pipeline)
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fate of one entry inside the batch transaction.
+enum Outcome {
+    Logged {
+        seq: i64,
+        event: Box<EventEnvelope>,
+        pushes: Vec<NotificationPush>,
+    },
+    Dropped {
+        duplicate: bool,
+    },
+    Skipped,
+    DeadLettered(DeadLetterRecord),
+    Retry(String),
+}
+
+struct Prepared {
+    entry: SourceEntry,
+    decoded: std::result::Result<EventEnvelope, String>,
+}
+
+impl<S: Source> Processor<S> {
+    /// A processor reading `source`, committing to `db`, running `pipeline` with
+    /// `catalog`, and pushing committed changes to `sinks`.
+    pub fn new(
+        config: ProcessorConfig,
+        source: S,
+        db: EventDb,
+        catalog: Arc<EventCatalog>,
+        pipeline: Pipeline,
+        sinks: Vec<Arc<dyn PushSink>>,
+    ) -> Self {
+        Self {
+            config,
+            source,
+            db,
+            catalog,
+            pipeline,
+            sinks,
+            status: Arc::new(ProcessorStatus::default()),
+        }
+    }
+
+    /// The shared status handle (clone it before [`Processor::run`]).
+    pub fn status(&self) -> Arc<ProcessorStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// The source (for tests and diagnostics).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    /// Run until `cancel` fires: read batches, commit, ack, push. Transport and storage
+    /// errors are retried with capped backoff, never returned; on cancellation the batch in
+    /// flight is finished and acked before returning.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<()> {
+        if self.config.max_deliveries == 0 || self.config.batch_size == 0 {
+            return Err(Error::Config(
+                "max_deliveries and batch_size must be at least 1".into(),
+            ));
+        }
+        self.status.running.store(true, Ordering::Relaxed);
+        tracing::info!(source = %self.source.describe(), pipeline = ?self.pipeline.names(), "processor started");
+        let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
+        let mut next_lag = Instant::now();
+        while !cancel.is_cancelled() {
+            let read = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                read = self.source.read_batch(self.config.batch_size) => read,
+            };
+            let entries = match read {
+                Ok(entries) => entries,
+                Err(e) => {
+                    self.status
+                        .connected
+                        .store(self.source.is_connected(), Ordering::Relaxed);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "reading the stream failed");
+                    sleep_or_cancel(delay, &cancel).await;
+                    continue;
+                }
+            };
+            self.status
+                .connected
+                .store(self.source.is_connected(), Ordering::Relaxed);
+            backoff.reset();
+            if !entries.is_empty() {
+                let Some(report) = self.process_batch(entries, &cancel).await else {
+                    break;
+                };
+                tracing::debug!(?report, "batch committed");
+            }
+            if Instant::now() >= next_lag {
+                next_lag = Instant::now() + self.config.lag_interval;
+                if let Ok(Some(lag)) = self.source.lag().await {
+                    metrics::gauge!(m::CONSUMER_LAG).set(lag as f64);
+                    self.status
+                        .lag
+                        .store(i64::try_from(lag).unwrap_or(i64::MAX), Ordering::Relaxed);
+                }
+            }
+        }
+        self.status.running.store(false, Ordering::Relaxed);
+        tracing::info!(source = %self.source.describe(), "processor stopped");
+        Ok(())
+    }
+
+    /// Process one batch to the end: commit (retrying transient storage errors until it
+    /// succeeds or `cancel` fires), publish dead letters, ack, schedule retries, push.
+    /// `None` if cancelled before the commit (the entries stay unacked and are delivered
+    /// again later).
+    pub async fn process_batch(
+        &mut self,
+        entries: Vec<SourceEntry>,
+        cancel: &CancellationToken,
+    ) -> Option<BatchReport> {
+        let started = Instant::now();
+        let prepared: Arc<Vec<Prepared>> = Arc::new(
+            entries
+                .into_iter()
+                .map(|entry| {
+                    let decoded = from_stream_fields_with_limit(
+                        entry.fields.iter().map(|(k, v)| (k, v)),
+                        &entry.entry_id,
+                        self.config.max_payload_bytes,
+                    )
+                    .map_err(|e| format!("undecodable entry: {e}"));
+                    Prepared { entry, decoded }
+                })
+                .collect(),
+        );
+        let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
+        let outcomes = loop {
+            match self.commit(Arc::clone(&prepared)).await {
+                Ok(outcomes) => break outcomes,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "committing a batch failed");
+                    if cancel.is_cancelled() {
+                        return None;
+                    }
+                    sleep_or_cancel(delay, cancel).await;
+                }
+            }
+        };
+
+        let mut report = BatchReport {
+            read: prepared.len(),
+            ..BatchReport::default()
+        };
+        let mut settled = Vec::with_capacity(prepared.len());
+        let mut retry = Vec::new();
+        let mut min_retry_delay: Option<Duration> = None;
+        let mut letters = Vec::new();
+        let mut committed: Vec<(i64, Box<EventEnvelope>, Vec<NotificationPush>)> = Vec::new();
+        for (p, outcome) in prepared.iter().zip(outcomes) {
+            let id = p.entry.entry_id.clone();
+            match outcome {
+                Outcome::Logged { seq, event, pushes } => {
+                    report.logged += 1;
+                    report.pushes += pushes.len();
+                    committed.push((seq, event, pushes));
+                    settled.push(id);
+                }
+                Outcome::Dropped { duplicate } => {
+                    report.dropped += 1;
+                    report.duplicates += usize::from(duplicate);
+                    settled.push(id);
+                }
+                Outcome::Skipped => {
+                    report.skipped += 1;
+                    settled.push(id);
+                }
+                Outcome::DeadLettered(letter) => {
+                    tracing::warn!(entry_id = %letter.entry_id, reason = %letter.reason, deliveries = letter.delivery_count, "entry dead-lettered");
+                    report.dead_lettered += 1;
+                    letters.push(letter);
+                    settled.push(id);
+                }
+                Outcome::Retry(reason) => {
+                    let delay = self.retry_delay(p.entry.delivery_count);
+                    tracing::warn!(entry_id = %id, %reason, deliveries = p.entry.delivery_count, retry_in = ?delay, "entry failed, will retry");
+                    min_retry_delay = Some(min_retry_delay.map_or(delay, |d| d.min(delay)));
+                    report.retried += 1;
+                    retry.push(id);
+                }
+            }
+        }
+        if let Err(e) = self.source.publish_dead_letters(&letters).await {
+            tracing::warn!(error = %error_chain(&e), "publishing dead letters on the transport failed (kept in storage)");
+        }
+        if let Err(e) = self.source.ack(&settled).await {
+            // harmless: they are in processed_entries and will be skipped when redelivered
+            tracing::warn!(error = %error_chain(&e), count = settled.len(), "acking a committed batch failed");
+        }
+        if let Some(delay) = min_retry_delay {
+            self.source.retry_later(&retry, delay);
+        }
+
+        metrics::counter!(m::PROCESSED).increment(report.logged as u64);
+        metrics::counter!(m::DROPPED_DUPLICATE).increment(report.duplicates as u64);
+        metrics::counter!(m::PROJECTED).increment(report.pushes as u64);
+        metrics::counter!(m::DEAD_LETTERED).increment(report.dead_lettered as u64);
+        metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(i64::MAX);
+        self.status.last_batch_ms.store(now_ms, Ordering::Relaxed);
+
+        for (seq, event, pushes) in &committed {
+            for sink in &self.sinks {
+                call_sink(|| sink.event(*seq, event));
+                for push in pushes {
+                    call_sink(|| sink.notification(push));
+                }
+            }
+        }
+        Some(report)
+    }
+
+    fn retry_delay(&self, delivery_count: u64) -> Duration {
+        let exp = u32::try_from(delivery_count.saturating_sub(1))
+            .unwrap_or(u32::MAX)
+            .min(20);
+        self.config
+            .retry_base
+            .saturating_mul(1u32 << exp)
+            .min(self.config.retry_max)
+    }
+
+    /// The batch transaction. Returns a `'static` future (it holds no borrow of `self`),
+    /// so a `Processor` is `Send` whenever its source is, without the source being `Sync`.
+    fn commit(
+        &self,
+        prepared: Arc<Vec<Prepared>>,
+    ) -> impl Future<Output = Result<Vec<Outcome>>> + Send + 'static {
+        let db = self.db.clone();
+        let handle = tokio::runtime::Handle::current();
+        let catalog = Arc::clone(&self.catalog);
+        let pipeline = self.pipeline.clone();
+        let checkpoint = self.source.checkpoint();
+        let max_deliveries = self.config.max_deliveries;
+        async move {
+            db.write_with(move |tx| {
+                let mut outcomes = Vec::with_capacity(prepared.len());
+                let mut settled_seqs = HashSet::new();
+                for p in prepared.iter() {
+                    let outcome = process_entry(
+                        tx,
+                        &handle,
+                        &catalog,
+                        &pipeline,
+                        &checkpoint,
+                        p,
+                        max_deliveries,
+                    )?;
+                    if let (false, Some(seq)) = (
+                        matches!(outcome, Outcome::Retry(_)),
+                        entry_seq(&p.entry.entry_id),
+                    ) {
+                        settled_seqs.insert(seq);
+                    }
+                    outcomes.push(outcome);
+                }
+                let offset = checkpoint.safe_offset(|seq| settled_seqs.contains(&seq));
+                if let (Checkpoint::Offset { stream, group, .. }, Some(offset @ 1..)) =
+                    (&checkpoint, offset)
+                {
+                    tx.set_consumer_offset(stream, group, &format!("{offset}-0"))?;
+                }
+                Ok::<_, Error>(outcomes)
+            })
+            .await
+        }
+    }
+}
+
+/// One entry inside the batch transaction, under its own savepoint so that a failure
+/// rolls back only this entry's writes. Errors returned from here abort the whole batch
+/// (they are storage failures outside any single entry's control).
+fn process_entry(
+    tx: &mut WriteTx<'_>,
+    handle: &tokio::runtime::Handle,
+    catalog: &EventCatalog,
+    pipeline: &Pipeline,
+    checkpoint: &Checkpoint,
+    p: &Prepared,
+    max_deliveries: u64,
+) -> Result<Outcome> {
+    let stream = checkpoint.stream();
+    let entry = &p.entry;
+    if tx.is_processed(stream, &entry.entry_id)? {
+        return Ok(Outcome::Skipped);
+    }
+    let dead_letter = |tx: &mut WriteTx<'_>, reason: String| -> Result<Outcome> {
+        tx.insert_dead_letter(&NewDeadLetter {
+            stream: stream.to_owned(),
+            entry_id: entry.entry_id.clone(),
+            fields: entry.fields.clone(),
+            reason: reason.clone(),
+            delivery_count: u32::try_from(entry.delivery_count).unwrap_or(u32::MAX),
+        })?;
+        tx.mark_processed(stream, &entry.entry_id)?;
+        Ok(Outcome::DeadLettered(DeadLetterRecord {
+            entry_id: entry.entry_id.clone(),
+            reason,
+            delivery_count: entry.delivery_count,
+            fields: entry.fields.clone(),
+        }))
+    };
+    let event = match &p.decoded {
+        Ok(event) => event.clone(),
+        Err(reason) => return dead_letter(tx, reason.clone()),
+    };
+
+    tx.connection()
+        .execute_batch("SAVEPOINT entry")
+        .map_err(StorageError::from)?;
+    let result = run_entry(tx, handle, catalog, pipeline, stream, entry, event);
+    if let EntryResult::Done(outcome) = result {
+        tx.connection()
+            .execute_batch("RELEASE entry")
+            .map_err(StorageError::from)?;
+        return Ok(outcome);
+    }
+    tx.connection()
+        .execute_batch("ROLLBACK TO entry; RELEASE entry")
+        .map_err(StorageError::from)?;
+    match result {
+        EntryResult::Done(_) => unreachable_outcome(),
+        EntryResult::DuplicateId => {
+            // the same event id (or idempotency key) is already logged: a duplicate emit.
+            // Its projection was rolled back with the savepoint; only the mark stays.
+            tx.mark_processed(stream, &entry.entry_id)?;
+            Ok(Outcome::Dropped { duplicate: true })
+        }
+        EntryResult::Failed { reason, retryable } => {
+            if retryable && entry.delivery_count < max_deliveries {
+                Ok(Outcome::Retry(reason))
+            } else {
+                dead_letter(tx, reason)
+            }
+        }
+    }
+}
+
+fn unreachable_outcome() -> Result<Outcome> {
+    Err(Error::Aborted(
+        "internal: finished entry rolled back".into(),
+    ))
+}
+
+enum EntryResult {
+    Done(Outcome),
+    DuplicateId,
+    Failed { reason: String, retryable: bool },
+}
+
+/// Pipeline, event log and processed mark of one decoded entry. The caller releases the
+/// savepoint on `Done` and rolls it back otherwise.
+fn run_entry(
+    tx: &mut WriteTx<'_>,
+    handle: &tokio::runtime::Handle,
+    catalog: &EventCatalog,
+    pipeline: &Pipeline,
+    stream: &str,
+    entry: &SourceEntry,
+    event: EventEnvelope,
+) -> EntryResult {
+    let storage = |e: StorageError| EntryResult::Failed {
+        reason: format!("storage error: {}", error_chain(&e)),
+        retryable: true,
+    };
+    let mut ctx = PipelineContext::new(catalog, tx);
+    let executed = catch_unwind(AssertUnwindSafe(|| {
+        handle.block_on(pipeline.execute(event, &mut ctx))
+    }));
+    let result = match executed {
+        Ok(result) => result,
+        Err(panic) => {
+            return EntryResult::Failed {
+                reason: format!("cartridge panicked: {}", panic_message(&panic)),
+                retryable: true,
+            };
+        }
+    };
+    let dropped_by = ctx.dropped_by().map(str::to_owned);
+    let pushes = std::mem::take(&mut ctx.pushes);
+    drop(ctx);
+    match result {
+        Ok(Some(event)) => match tx.append_event(&event, Some(&entry.entry_id)) {
+            Ok(Some(seq)) => match tx.mark_processed(stream, &entry.entry_id) {
+                Ok(_) => EntryResult::Done(Outcome::Logged {
+                    seq,
+                    event: Box::new(event),
+                    pushes,
+                }),
+                Err(e) => storage(e),
+            },
+            Ok(None) => EntryResult::DuplicateId,
+            Err(e) => storage(e),
+        },
+        Ok(None) => match tx.mark_processed(stream, &entry.entry_id) {
+            Ok(_) => EntryResult::Done(Outcome::Dropped {
+                duplicate: dropped_by.as_deref() == Some(DedupCartridge::NAME),
+            }),
+            Err(e) => storage(e),
+        },
+        Err(e) => EntryResult::Failed {
+            reason: error_chain(&e),
+            retryable: e.is_retryable(),
+        },
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+fn call_sink(f: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(f)) {
+        tracing::error!(panic = %panic_message(&panic), "push sink panicked (ignored)");
+    }
+}
+
+fn entry_seq(id: &str) -> Option<u64> {
+    id.split_once('-').map_or(id, |(n, _)| n).parse().ok()
+}
+
+async fn sleep_or_cancel(delay: Duration, cancel: &CancellationToken) {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = cancel.cancelled() => {}
+    }
+}
+
+/// `error: cause: cause` on one line, for logs and dead-letter reasons.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,123 @@
+//! The [`Source`] abstraction: where stream entries come from and how they are settled.
+
+use std::future::Future;
+
+use crate::error::Result;
+
+/// One stream entry as read, before decoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// Transport id (`1732480153123-0` in Redis, `42-0` in the embedded stream).
+    pub entry_id: String,
+    /// The raw field/value pairs, in stream order.
+    pub fields: Vec<(String, String)>,
+    /// How many times this entry has been delivered, this delivery included (1 = first).
+    pub delivery_count: u64,
+}
+
+/// How a source records "this entry took effect" inside the batch transaction.
+///
+/// Both sources mark finished entries in `processed_entries` (that is what makes a
+/// re-delivery a no-op); the embedded source additionally advances its consumer offset in
+/// the same transaction, so on restart it does not even re-read what is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Only `processed_entries` (Redis: the consumer group keeps the read position).
+    ProcessedEntries {
+        /// Key under which entries are marked in `processed_entries`.
+        stream: String,
+    },
+    /// `processed_entries` plus an offset in `consumer_offsets`.
+    Offset {
+        /// Key under which entries are marked in `processed_entries` and the offset kept.
+        stream: String,
+        /// Consumer group name.
+        group: String,
+        /// Sequence numbers of entries read but not yet settled (acked or dead-lettered),
+        /// including the batch being committed; sorted ascending.
+        outstanding: Vec<u64>,
+        /// Highest sequence number read so far.
+        cursor: u64,
+    },
+}
+
+impl Checkpoint {
+    /// The `processed_entries` stream key.
+    pub fn stream(&self) -> &str {
+        match self {
+            Checkpoint::ProcessedEntries { stream } | Checkpoint::Offset { stream, .. } => stream,
+        }
+    }
+
+    /// For [`Checkpoint::Offset`]: the offset that is safe to store once the entries for
+    /// which `settled(seq)` is true are committed — everything up to the oldest entry still
+    /// outstanding, exclusive. `None` for [`Checkpoint::ProcessedEntries`].
+    pub fn safe_offset(&self, settled: impl Fn(u64) -> bool) -> Option<u64> {
+        match self {
+            Checkpoint::ProcessedEntries { .. } => None,
+            Checkpoint::Offset {
+                outstanding,
+                cursor,
+                ..
+            } => Some(match outstanding.iter().find(|seq| !settled(**seq)) {
+                Some(oldest) => oldest.saturating_sub(1),
+                None => *cursor,
+            }),
+        }
+    }
+}
+
+/// A readable, acknowledgeable stream of entries (Redis consumer group or embedded).
+///
+/// Contract shared by every implementation (the integration tests run the same bodies
+/// against each):
+/// * `read_batch` returns entries not yet acked: first the ones this consumer already
+///   owns (after a restart, a reconnect, or [`Source::retry_later`]'s delay), then new ones;
+///   it may return an empty batch (timeout) and must return in bounded time;
+/// * `ack` is called only after the batch committed; an entry never acked nor
+///   retried-later is delivered again at the latest on restart;
+/// * `delivery_count` grows by one per delivery, so the processor can bound retries.
+pub trait Source: Send + 'static {
+    /// Human-readable description for logs (`redis events:stream/event-processor`).
+    fn describe(&self) -> String;
+
+    /// How this source records settled entries inside the batch transaction.
+    fn checkpoint(&self) -> Checkpoint;
+
+    /// Read up to `max` entries, waiting a bounded time when none are available.
+    fn read_batch(&mut self, max: usize) -> impl Future<Output = Result<Vec<SourceEntry>>> + Send;
+
+    /// Acknowledge settled entries (after the commit). Idempotent.
+    fn ack(&mut self, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Entries whose processing failed and should be delivered again after `delay`.
+    fn retry_later(&mut self, ids: &[String], delay: std::time::Duration);
+
+    /// Publish dead letters on the transport (Redis: `XADD events:dead`). The storage
+    /// mirror (`dead_letters`), written in the batch transaction, is authoritative; this
+    /// copy is for Redis-side tooling and is best effort.
+    fn publish_dead_letters(
+        &mut self,
+        letters: &[DeadLetterRecord],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the transport is currently reachable (for `/ready`).
+    fn is_connected(&self) -> bool;
+
+    /// Entries in the stream not yet processed by the group (delivered-but-unacked
+    /// included), if the transport can tell.
+    fn lag(&mut self) -> impl Future<Output = Result<Option<u64>>> + Send;
+}
+
+/// A dead letter as published on the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterRecord {
+    /// Id of the original stream entry.
+    pub entry_id: String,
+    /// Why it was dead-lettered (decode error, invalid event, last cartridge error).
+    pub reason: String,
+    /// How many times it was delivered.
+    pub delivery_count: u64,
+    /// The original fields, untouched.
+    pub fields: Vec<(String, String)>,
+}

@@ -1,0 +1,130 @@
+//! 20,000 mixed events end to end, compared with an independently computed model.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use events_storage::NotificationFilter;
+
+use crate::common::*;
+
+async fn mixed_workload_matches_model(kind: Kind) -> anyhow::Result<()> {
+    let harness = Harness::new(kind).await?;
+    let catalog = Arc::new(test_catalog());
+    let sink = Arc::new(RecordingSink::default());
+    let running = spawn(
+        &harness,
+        harness.source("c1", Duration::from_secs(30)),
+        fast_config(),
+        standard_pipeline(vec![]),
+        vec![
+            sink.clone(),
+            Arc::new(RecordingSink {
+                panic: true,
+                ..RecordingSink::default()
+            }),
+        ],
+        catalog,
+    );
+    let events = workload(20_000, 7);
+    let (first, second) = events.split_at(10_000);
+    let mut model = Model::default();
+
+    harness.emit(first).await?;
+    harness
+        .wait_processed(10_000, Duration::from_secs(240))
+        .await?;
+    model.apply_all(first);
+    // everything seen, so the second half shows which updates make a notification unseen again
+    harness
+        .db
+        .mark_all_seen(NotificationFilter::default())
+        .await?;
+    model.mark_all_seen();
+
+    harness.emit(second).await?;
+    harness
+        .wait_processed(20_000, Duration::from_secs(240))
+        .await?;
+    model.apply_all(second);
+    running.stop().await?;
+
+    assert_matches_model(&harness.db, &model, true).await?;
+    let duplicates = 20_000 - model.logged.len();
+    assert!(
+        duplicates > 500,
+        "workload should hold ~5 % duplicates, has {duplicates}"
+    );
+    assert!(
+        model.notifications.iter().any(|n| n.unseen)
+            && model.notifications.iter().any(|n| !n.unseen)
+    );
+    assert!(model.notifications.iter().any(|n| n.resolved));
+    assert_eq!(harness.db.list_dead_letters(0, 10).await?.len(), 0);
+    assert_eq!(harness.redis_pending(), 0);
+    // pushes: one event push per logged event, even though another sink panicked every time
+    let pushed = sink.events.lock().map(|e| e.len()).unwrap_or(0);
+    assert_eq!(pushed, model.logged.len());
+    let pushed_notifications = sink.notifications.lock().map(|n| n.len()).unwrap_or(0);
+    assert!(pushed_notifications >= model.notifications.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mixed_workload_matches_model() -> anyhow::Result<()> {
+    mixed_workload_matches_model(Kind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_mixed_workload_matches_model() -> anyhow::Result<()> {
+    mixed_workload_matches_model(Kind::Redis).await
+}
+
+async fn graceful_shutdown_leaves_nothing_pending(kind: Kind) -> anyhow::Result<()> {
+    let harness = Harness::new(kind).await?;
+    let events = workload(3_000, 11);
+    harness.emit(&events).await?;
+    let running = spawn(
+        &harness,
+        harness.source("c1", Duration::from_secs(30)),
+        fast_config(),
+        standard_pipeline(vec![]),
+        vec![],
+        Arc::new(test_catalog()),
+    );
+    // stop while batches are in flight; whatever was read is committed and acked
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.stop().await?;
+    let done = harness.processed_count().await?;
+    assert_eq!(
+        harness.redis_pending(),
+        0,
+        "a graceful stop acks the batch in flight"
+    );
+    // a second run finishes the rest, exactly once
+    let running = spawn(
+        &harness,
+        harness.source("c1", Duration::from_secs(30)),
+        fast_config(),
+        standard_pipeline(vec![]),
+        vec![],
+        Arc::new(test_catalog()),
+    );
+    harness
+        .wait_processed(3_000, Duration::from_secs(120))
+        .await?;
+    running.stop().await?;
+    assert!(done <= 3_000);
+    let mut model = Model::default();
+    model.apply_all(&events);
+    assert_matches_model(&harness.db, &model, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_graceful_shutdown_leaves_nothing_pending() -> anyhow::Result<()> {
+    graceful_shutdown_leaves_nothing_pending(Kind::Embedded).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_graceful_shutdown_leaves_nothing_pending() -> anyhow::Result<()> {
+    graceful_shutdown_leaves_nothing_pending(Kind::Redis).await
+}

@@ -1,0 +1,9 @@
+//! Integration tests of events-processor: the same bodies run against the embedded
+//! transport and a private redis-server (events-testkit) where the contract is shared.
+
+mod common;
+mod crash;
+mod end_to_end;
+mod fixtures;
+mod outage;
+mod poison;
