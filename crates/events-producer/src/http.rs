@@ -100,8 +100,10 @@ impl HttpProducerConfig {
 ///
 /// Errors: [`Error::Invalid`] (caught locally, nothing sent), [`Error::Unavailable`] (no
 /// connection, or still 503/429 after the retries) and [`Error::Timeout`] are transient;
-/// [`Error::Rejected`] carries the daemon's `code: message` for any other refusal (422 for
-/// an event the catalog refuses, 401/403 for the token, ...).
+/// [`Error::Rejected`] carries any other refusal (422 for an event the catalog refuses,
+/// 401/403 for the token, ...) with a message of the stable form
+/// `<status> <reason>: <code>: <message>` (e.g. `422 Unprocessable Entity: invalid_batch: ...`),
+/// so callers can recover the status and the daemon's own words.
 pub struct HttpProducer {
     client: reqwest::Client,
     endpoint: String,
@@ -436,6 +438,9 @@ mod tests {
 
     use super::*;
 
+    /// One scripted answer: status, extra headers, body (`ACCEPT` = echo receipts).
+    type Scripted = (u16, Vec<(&'static str, String)>, String);
+
     /// A scripted HTTP/1.1 server: answers requests with `responses` in order (the last one
     /// repeats) and records each request's headers and body.
     struct FakeDaemon {
@@ -444,7 +449,7 @@ mod tests {
     }
 
     impl FakeDaemon {
-        async fn start(responses: Vec<(u16, Vec<(&'static str, String)>, String)>) -> Self {
+        async fn start(responses: Vec<Scripted>) -> Self {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let url = format!("http://{}", listener.local_addr().expect("addr"));
             let requests = Arc::new(Mutex::new(Vec::new()));
