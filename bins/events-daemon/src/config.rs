@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use events_api::AuthConfig;
+use events_delivery::{TelegramConfig, WebhookConfig};
 use serde::Deserialize;
 
 /// Where the daemon's config came from went wrong; the message names the key or file.
@@ -27,6 +28,14 @@ pub(crate) enum ConfigError {
     Env { var: String, message: String },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
+}
+
+/// `events-delivery` names the key (`webhooks.lease_ms`); keep it at the front.
+fn delivery_config_error(err: events_delivery::Error) -> ConfigError {
+    match err {
+        events_delivery::Error::Config { key, message } => invalid(key, message),
+        other => invalid("webhooks", other.to_string()),
+    }
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -69,8 +78,9 @@ pub(crate) struct Config {
     pub(crate) limits: LimitsConfig,
     /// Event-log retention.
     pub(crate) retention: RetentionConfig,
-    /// Webhook delivery (read by the delivery workers).
-    pub(crate) webhooks: WebhooksConfig,
+    /// Webhook delivery: the `[webhooks]` table as `events-delivery` reads it (brief §11
+    /// keys plus its tuning knobs, unknown keys refused).
+    pub(crate) webhooks: WebhookConfig,
     /// Telegram delivery; absent = off.
     pub(crate) telegram: Option<TelegramConfig>,
 }
@@ -87,7 +97,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             retention: RetentionConfig::default(),
-            webhooks: WebhooksConfig::default(),
+            webhooks: WebhookConfig::default(),
             telegram: None,
         }
     }
@@ -152,51 +162,6 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         Self { events_days: 30 }
     }
-}
-
-/// `[webhooks]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct WebhooksConfig {
-    pub(crate) allow_destinations: Vec<String>,
-    pub(crate) retry_schedule_secs: Vec<u64>,
-    pub(crate) disable_after_failures: u32,
-    pub(crate) timeout_ms: u64,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            allow_destinations: Vec::new(),
-            retry_schedule_secs: vec![0, 5, 300, 1800, 7200, 18000, 36000, 36000],
-            disable_after_failures: 100,
-            timeout_ms: 15_000,
-        }
-    }
-}
-
-/// `[telegram]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TelegramConfig {
-    pub(crate) bot_token: String,
-    pub(crate) chat_id: String,
-    #[serde(default = "default_telegram_api")]
-    pub(crate) api_base: String,
-    #[serde(default = "default_min_level")]
-    pub(crate) min_level: u8,
-    #[serde(default = "default_batch_window")]
-    pub(crate) batch_window_ms: u64,
-}
-
-fn default_telegram_api() -> String {
-    "https://api.telegram.org".into()
-}
-fn default_min_level() -> u8 {
-    2
-}
-fn default_batch_window() -> u64 {
-    2000
 }
 
 /// Command-line overrides (highest precedence).
@@ -385,33 +350,11 @@ impl Config {
                 "must be between 1 and limits.max_body_bytes",
             ));
         }
-        for (i, cidr) in self.webhooks.allow_destinations.iter().enumerate() {
-            cidr.parse::<ipnet::IpNet>().map_err(|err| {
-                invalid(
-                    &format!("webhooks.allow_destinations[{i}]"),
-                    format!("{cidr:?} is not a CIDR ({err})"),
-                )
-            })?;
-        }
-        if self.webhooks.retry_schedule_secs.is_empty() {
-            return Err(invalid(
-                "webhooks.retry_schedule_secs",
-                "must list at least one delay",
-            ));
-        }
-        if self.webhooks.timeout_ms == 0 {
-            return Err(invalid("webhooks.timeout_ms", "must be at least 1"));
-        }
+        // The CIDRs and the level are checked while parsing (the error names the key and
+        // the line); the rest by the delivery crate's own rules.
+        self.webhooks.validate().map_err(delivery_config_error)?;
         if let Some(telegram) = &self.telegram {
-            if telegram.bot_token.is_empty() {
-                return Err(invalid("telegram.bot_token", "must not be empty"));
-            }
-            if telegram.chat_id.is_empty() {
-                return Err(invalid("telegram.chat_id", "must not be empty"));
-            }
-            if telegram.min_level > 3 {
-                return Err(invalid("telegram.min_level", "must be 0..=3"));
-            }
+            telegram.validate().map_err(delivery_config_error)?;
         }
         Ok(())
     }
@@ -546,16 +489,20 @@ mod tests {
                 "limits.max_payload_bytes:",
             ),
             (
-                "[webhooks]\nallow_destinations = [\"10.0.0.0/99\"]",
-                "webhooks.allow_destinations[0]:",
+                "[webhooks]\ntimeout_ms = 20000\nlease_ms = 10000",
+                "webhooks.lease_ms:",
+            ),
+            (
+                "[webhooks]\nretry_schedule_secs = []",
+                "webhooks.retry_schedule_secs:",
+            ),
+            (
+                "[telegram]\nbot_token = \"b\"\nchat_id = \"c\"\napi_base = \"ftp://x\"",
+                "telegram.api_base:",
             ),
             (
                 "[[auth.tokens]]\nname = \"a\"\nroles = [\"admin\"]",
                 "auth.tokens[0].token:",
-            ),
-            (
-                "[telegram]\nbot_token = \"b\"\nchat_id = \"c\"\nmin_level = 7",
-                "telegram.min_level:",
             ),
         ];
         for (text, prefix) in cases {
@@ -572,5 +519,60 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("boss"), "{err}");
+    }
+
+    #[test]
+    fn delivery_values_refused_while_parsing_name_the_key_and_line() {
+        for (text, key) in [
+            (
+                "[webhooks]\nallow_destinations = [\"10.0.0.0/99\"]",
+                "allow_destinations",
+            ),
+            (
+                "[telegram]\nbot_token = \"b\"\nchat_id = \"c\"\nmin_level = 7",
+                "min_level",
+            ),
+            ("[webhooks]\nretries = 3", "retries"),
+            (
+                "[telegram]\nbot_token = \"b\"\nchat_id = \"c\"\nchat = 1",
+                "chat",
+            ),
+        ] {
+            let err = load_str(text, &[], &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains("line"),
+                "{text:?} gave {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn webhooks_and_telegram_sections_become_the_delivery_configs() {
+        let file = "[webhooks]\nallow_destinations = [\"127.0.0.0/8\"]\nretry_schedule_secs = [0, 0.5, 2]\n\
+                    disable_after_failures = 3\ntimeout_ms = 2000\nlease_ms = 4000\n\
+                    [telegram]\nbot_token = \"1:SECRET\"\nchat_id = \"42\"\nmin_level = \"business\"\n";
+        let env = [("EVENTS_TELEGRAM__BATCH_WINDOW_MS", "100")];
+        let config = load_str(file, &env, &Overrides::default()).unwrap();
+        assert_eq!(config.webhooks.retry_schedule_secs, vec![0.0, 0.5, 2.0]);
+        assert_eq!(config.webhooks.schedule().max_attempts(), 3);
+        assert_eq!(config.webhooks.disable_after_failures, 3);
+        assert_eq!(config.webhooks.lease_ms, 4000);
+        assert!(
+            config
+                .webhooks
+                .guard()
+                .check_addr("127.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+        let telegram = config.telegram.unwrap();
+        assert_eq!(telegram.min_level, events_envelope::EventLevel::Business);
+        assert_eq!(telegram.batch_window_ms, 100, "env overrides the file");
+        assert_eq!(
+            Config::default().webhooks.schedule().max_attempts(),
+            8,
+            "the Svix schedule by default"
+        );
     }
 }

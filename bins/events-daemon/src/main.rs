@@ -1,10 +1,12 @@
 //! `events-daemon`: the event platform's one binary (brief §8, §11).
 //!
 //! Thin glue: reads the layered config ([`config`]), opens the store, builds the catalog, the
-//! transport (embedded SQLite stream by default, Redis with `--redis-url`), the standard
-//! pipeline, the processor task, the push hub and the HTTP API, then waits for SIGINT or
-//! SIGTERM and shuts down in order — stop accepting requests, close pushes (WebSocket
-//! 1001), let the processor finish and commit its batch — within a bounded time.
+//! transport (embedded SQLite stream by default, Redis with `--redis-url`), the pipeline
+//! (dedup → notification projector → delivery outbox), the processor task, the push hub,
+//! the delivery workers (webhooks always, Telegram when `[telegram]` is configured) and the
+//! HTTP API with the `/api/webhooks` routes, then waits for SIGINT or SIGTERM and shuts down
+//! in order — stop accepting requests, close pushes (WebSocket 1001), stop claiming
+//! deliveries, let the processor finish and commit its batch — within a bounded time.
 //!
 //! Exit codes: 0 after a clean shutdown, 2 for a bad configuration (the message names the
 //! key or file), 1 for any other failure.
@@ -19,6 +21,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use events_api::{AppState, Limits, PushHub, Readiness};
+use events_delivery::{
+    DeliveryWorker, OutboxCartridge, TelegramRoute, TelegramWorker, WebhookAdmin,
+};
 use events_envelope::{EventCatalog, EventEnvelope, EventLevel};
 use events_pipeline::Pipeline;
 use events_processor::{
@@ -38,6 +43,10 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per retention transaction (keeps the writer free for the processor).
 const RETENTION_CHUNK: u32 = 1000;
+/// How long shutdown waits for delivery requests in flight. Whatever is still in flight
+/// then is abandoned: its lease expires and it is sent again after a restart, with the
+/// same `webhook-id` (the outbox is at-least-once by design).
+const DELIVERY_DRAIN: Duration = Duration::from_secs(5);
 
 /// The event platform daemon: ingest, processing, notifications, HTTP/WS/SSE API.
 #[derive(Debug, Parser)]
@@ -163,7 +172,7 @@ fn spawn_processor<S: Source>(
         source,
         db.clone(),
         Arc::clone(catalog),
-        Pipeline::standard(config.strict_catalog),
+        pipeline(config),
         sinks,
     );
     let status = processor.status();
@@ -173,6 +182,51 @@ fn spawn_processor<S: Source>(
         }
     });
     (handle, status)
+}
+
+/// dedup → notification projector → delivery outbox. The outbox is last so that dropped
+/// duplicates are never delivered and the notifications it queues for Telegram exist; it
+/// writes its jobs in the batch transaction, so they are durable exactly when the
+/// projection is.
+fn pipeline(config: &Config) -> Pipeline {
+    let mut pipeline = Pipeline::standard(config.strict_catalog);
+    let mut outbox = OutboxCartridge::new();
+    if let Some(telegram) = &config.telegram {
+        outbox = outbox.with_telegram(TelegramRoute::from(telegram));
+    }
+    pipeline.push(Arc::new(outbox));
+    pipeline
+}
+
+/// Starts the delivery workers under `cancel`: webhooks always (an empty `webhooks` table
+/// costs one read per poll), Telegram when configured. `producer` is the ingest producer, so
+/// `system.webhook.disabled` goes through the pipeline like any other event.
+fn spawn_delivery(
+    config: &Config,
+    db: &EventDb,
+    producer: Arc<dyn Producer>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let webhooks = DeliveryWorker::new(db.clone(), config.webhooks.clone(), producer)
+        .context("starting the webhook delivery worker")?;
+    let token = cancel.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(err) = webhooks.run(token).await {
+            tracing::error!(error = %err, "webhook delivery worker stopped with an error");
+        }
+    }));
+    if let Some(telegram) = &config.telegram {
+        let worker = TelegramWorker::new(db.clone(), telegram.clone())
+            .context("starting the telegram delivery worker")?;
+        let token = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = worker.run(token).await {
+                tracing::error!(error = %err, "telegram delivery worker stopped with an error");
+            }
+        }));
+    }
+    Ok(tasks)
 }
 
 async fn build_transport(
@@ -261,6 +315,13 @@ async fn retention(db: EventDb, days: u32, cancel: CancellationToken) {
     }
 }
 
+/// Awaits every task (their own errors were logged inside).
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -293,6 +354,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let processor_cancel = CancellationToken::new();
+    let delivery_cancel = CancellationToken::new();
     let background = CancellationToken::new();
     let http_cancel = CancellationToken::new();
 
@@ -360,9 +422,40 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let admin = WebhookAdmin::new(db.clone(), &config.webhooks);
+    let depth_admin = admin.clone();
+    state = state.with_readiness("delivery", move || {
+        let admin = depth_admin.clone();
+        async move {
+            // Depth is information, not a verdict: a backlog (a receiver down for hours)
+            // must not take the API out of a load balancer.
+            match admin.outbox_depth().await {
+                Ok((webhooks, telegram)) => Readiness::ok()
+                    .with("webhook_pending", webhooks)
+                    .with("telegram_pending", telegram),
+                Err(err) => Readiness::failing(format!("cannot read the delivery outbox: {err}")),
+            }
+        }
+    });
+    let delivery_tasks = spawn_delivery(
+        &config,
+        &db,
+        Arc::clone(&transport.producer),
+        &delivery_cancel,
+    )?;
     let producer = Arc::clone(&transport.producer);
-    let mut server = tokio::spawn(events_api::serve(listener, state, http_cancel.clone()));
-    tracing::info!(%addr, transport = if transport.redis_url.is_some() { "redis" } else { "embedded" }, "events-daemon started");
+    let mut server = tokio::spawn(events_api::serve_with(
+        listener,
+        state,
+        events_api::webhook_routes(admin),
+        http_cancel.clone(),
+    ));
+    tracing::info!(
+        %addr,
+        transport = if transport.redis_url.is_some() { "redis" } else { "embedded" },
+        telegram = config.telegram.is_some(),
+        "events-daemon started"
+    );
 
     let restarted = EventEnvelope::new("system.daemon.restarted", "events-daemon")
         .with_level(EventLevel::Infrastructure)
@@ -387,6 +480,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(signal, "shutting down");
     let graceful = async {
         // 1. stop accepting; pushes close (WebSocket 1001); in-flight requests finish.
+        //    Delivery workers stop claiming at the same time; their requests in flight get
+        //    until step 3 to finish.
+        delivery_cancel.cancel();
         http_cancel.cancel();
         match server.await {
             Ok(Ok(())) => {}
@@ -396,6 +492,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // 2. the processor finishes, commits and acks the batch in flight.
         processor_cancel.cancel();
         let _ = transport.processor.await;
+        // 3. delivery: what is still in flight after DELIVERY_DRAIN is abandoned and sent
+        //    again after the restart (its lease expires).
+        let aborts: Vec<_> = delivery_tasks
+            .iter()
+            .map(JoinHandle::abort_handle)
+            .collect();
+        if tokio::time::timeout(DELIVERY_DRAIN, futures_join(delivery_tasks))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "delivery requests still in flight after {DELIVERY_DRAIN:?}; they will be retried after the restart"
+            );
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        }
         background.cancel();
         let _ = hub_task.await;
         let _ = retention_task.await;

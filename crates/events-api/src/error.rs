@@ -254,3 +254,28 @@ impl From<events_storage::StorageError> for ApiError {
         }
     }
 }
+
+impl From<events_delivery::Error> for ApiError {
+    /// Webhook admin failures: a missing webhook or delivery is a 404, input the delivery
+    /// crate refuses (bad field, URL, secret, a destination the SSRF guard blocks) a 422
+    /// whose message starts with the field, a state that forbids the operation (disabled
+    /// webhook, delivery in flight) a 409; storage failures go through the one storage
+    /// classification above.
+    fn from(err: events_delivery::Error) -> Self {
+        use events_delivery::Error as D;
+        match err {
+            D::NotFound { .. } => Self::NotFound(err.to_string()),
+            D::Invalid { field, message } => {
+                Self::unprocessable("invalid_field", format!("{field}: {message}"))
+            }
+            D::InvalidUrl { .. } | D::DestinationRefused { .. } | D::Resolve { .. } => {
+                Self::unprocessable("invalid_url", format!("url: {err}"))
+            }
+            D::InvalidSecret(_) => Self::unprocessable("invalid_secret", format!("secret: {err}")),
+            D::WebhookDisabled { .. } | D::InFlight { .. } => Self::Conflict(err.to_string()),
+            D::Storage(storage) => storage.into(),
+            D::Sql(sql) => events_storage::StorageError::from(sql).into(),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

@@ -53,6 +53,7 @@ pub use hub::{
 };
 pub use metrics_export::install_metrics_recorder;
 pub use openapi::openapi;
+pub use routes::webhooks::webhook_routes;
 pub use server::{ExtraRoutes, RouteInfo, router, router_with, routes, serve, serve_with};
 pub use state::{AppState, Limits, Readiness, ReadinessCheck};
 pub use tokio_util::sync::CancellationToken;

@@ -3,20 +3,30 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::handler::Handler;
 use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodFilter, on};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::auth::{Authenticator, Principal, Role};
 use crate::error::ApiError;
 use crate::routes as handlers;
 use crate::state::AppState;
-use crate::{Error, Result, sse, ws};
+use crate::{Result, sse, ws};
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One route of the API, as registered (and as `/openapi.json` must list it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,6 +250,7 @@ pub fn router_with(state: AppState, extra: ExtraRoutes) -> Router {
     let mut doc = crate::openapi();
     if let Some(more) = extra.openapi {
         doc.merge(more);
+        crate::openapi::document_common_errors(&mut doc);
     }
     // Serialising a document built from our own types cannot fail; fall back to an empty object.
     let doc =
@@ -356,6 +367,12 @@ pub async fn serve(
 }
 
 /// [`serve`] with extra routes merged in.
+///
+/// The accept loop is ours rather than `axum::serve`'s because axum gives hyper no timer,
+/// which silently disables hyper's header read timeout: a client sending its headers one
+/// byte at a time (slowloris) would hold its connection forever. Each connection is served
+/// by hyper's HTTP/1 builder with a timer, [`Limits::header_read_timeout`](crate::Limits)
+/// and upgrades (WebSocket).
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
@@ -368,16 +385,57 @@ pub async fn serve_with(
         .unwrap_or_else(|_| "?".to_owned());
     // Connections watch the state's token; tie it to the caller's.
     let connections = state.shutdown.clone();
+    let header_read_timeout = state.limits.header_read_timeout;
     let app = router_with(state, extra);
-    let signal = shutdown.clone();
+    let tracker = TaskTracker::new();
     tracing::info!(%addr, "http api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            signal.cancelled().await;
-            connections.cancel();
-        })
-        .await
-        .map_err(|source| Error::Serve { addr, source })
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning; the listener lives on.
+                    tracing::warn!(error = %err, %addr, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                app.clone().oneshot(request.map(Body::new))
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "http connection ended with an error");
+                    }
+                    return;
+                }
+                () = shutdown.cancelled() => {}
+            }
+            // Finish the request in flight, then close; upgraded connections (WebSocket)
+            // watch the state's token and close themselves with 1001.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    connections.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,6 +46,22 @@ pub(crate) struct StreamParams {
 }
 
 /// Live events as Server-Sent Events, with resume.
+/// One server-sent event of the stream (the schema of each event, as OpenAPI 3.2's
+/// `itemSchema` and Schemathesis read a `text/event-stream` body).
+#[derive(utoipa::ToSchema)]
+#[schema(as = ServerSentEvent)]
+#[allow(dead_code)] // documentation only
+pub(crate) struct SseEventDoc {
+    /// The event's `seq`.
+    id: Option<String>,
+    /// Event name; absent = `message`.
+    event: Option<String>,
+    /// `{"type":"event","seq","epoch","event":{envelope}}` as JSON text.
+    data: String,
+    /// Reconnect delay in ms.
+    retry: Option<u64>,
+}
+
 #[utoipa::path(
     get, path = "/api/events/stream", tag = "events",
     params(
@@ -53,7 +69,7 @@ pub(crate) struct StreamParams {
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this seq"),
     ),
     responses(
-        (status = 200, description = "an SSE stream; `id:` is the event's seq", content_type = "text/event-stream", body = String),
+        (status = 200, description = "an SSE stream; `id:` is the event's seq", content_type = "text/event-stream", body = SseEventDoc),
         (status = 400, description = "bad Last-Event-ID or after_seq", body = crate::ErrorBody),
     ),
     security(("bearer" = []))

@@ -37,6 +37,9 @@ pub struct Limits {
     pub sse_heartbeat: Duration,
     /// How long a WebSocket send may take before the client is considered stuck and dropped.
     pub ws_send_timeout: Duration,
+    /// How long a client may take to send a request's headers (10 s) before the connection
+    /// is closed: without it, slowloris-style clients hold connections open indefinitely.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -49,6 +52,7 @@ impl Default for Limits {
             ws_ping_interval: Duration::from_secs(30),
             sse_heartbeat: Duration::from_secs(15),
             ws_send_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

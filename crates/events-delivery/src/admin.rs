@@ -324,6 +324,24 @@ impl WebhookAdmin {
         Ok(RecoverResponse { recovered })
     }
 
+    /// Rows waiting in the outboxes: `(webhook deliveries, Telegram messages)` pending, for
+    /// the daemon's `/ready` and for operators (the workers also export them as the
+    /// `delivery_outbox_depth` gauge).
+    pub async fn outbox_depth(&self) -> Result<(u64, u64)> {
+        let (webhooks, telegram) = self
+            .db
+            .read(|r| {
+                let conn = r.connection();
+                Ok((
+                    store::pending_deliveries(conn),
+                    store::pending_telegram(conn),
+                ))
+            })
+            .await?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok((count(webhooks?), count(telegram?)))
+    }
+
     fn check_url(&self, url: &str) -> Result<String> {
         Ok(self.guard.check_url(url.trim())?.to_string())
     }

@@ -17,7 +17,8 @@ use crate::state::AppState;
 pub(crate) struct DeadLetterParams {
     /// Only dead letters with `id` greater than this.
     after_id: Option<i64>,
-    /// Page size (default 100, at most 1000).
+    /// Page size (default 100; larger values are clamped to 1000).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 

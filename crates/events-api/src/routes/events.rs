@@ -35,6 +35,7 @@ pub(crate) struct IngestResponse {
 #[derive(ToSchema)]
 #[schema(as = IngestRequest)]
 #[allow(dead_code, clippy::large_enum_variant)] // documentation only: the handler reads a raw JSON value
+#[serde(untagged)]
 pub(crate) enum IngestRequestDoc {
     /// One envelope.
     Single(EnvelopeDoc),
@@ -48,18 +49,24 @@ pub(crate) enum IngestRequestDoc {
 #[allow(dead_code)]
 pub(crate) struct EnvelopeDoc {
     /// UUIDv7; assigned when absent.
+    #[schema(min_length = 1, pattern = r"\S")]
     id: Option<String>,
     /// Dot-notation type, e.g. `job.completed`.
+    #[schema(max_length = 200, pattern = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")]
     event: String,
     /// Payload schema version, default 1.
+    #[schema(minimum = 1, maximum = 4294967295.0)]
     version: Option<u32>,
-    /// Who emitted it.
+    /// Who emitted it (not blank, at most 200 characters).
+    #[schema(max_length = 200, pattern = r"\S")]
     source: String,
-    /// RFC 3339; default now.
+    /// RFC 3339 (years 0000..=9999); default now.
+    #[schema(format = DateTime)]
     timestamp: Option<String>,
     /// Dedup key; derived from the catalog when absent.
     idempotency_key: Option<String>,
     /// 0..=3 (INFRASTRUCTURE, OPERATIONAL, WORKFLOW, BUSINESS).
+    #[schema(minimum = 0, maximum = 3)]
     level: Option<u8>,
     /// Business domain.
     domain: Option<String>,
@@ -68,6 +75,7 @@ pub(crate) struct EnvelopeDoc {
     /// One line for people.
     description: Option<String>,
     /// `local`, `cluster` or `public`.
+    #[schema(pattern = "^(local|cluster|public)$")]
     visibility: Option<String>,
     /// Event data (≤ 256 KiB serialised).
     #[schema(value_type = Option<Object>)]
@@ -91,6 +99,7 @@ pub(crate) struct EnvelopeDoc {
 #[allow(dead_code)]
 pub(crate) struct IngestBatchDoc {
     /// 1 to 1000 envelopes; one invalid item refuses the whole batch.
+    #[schema(min_items = 1, max_items = 1000)]
     events: Vec<EnvelopeDoc>,
 }
 
@@ -286,7 +295,7 @@ pub(crate) struct EventsParams {
     /// Exact domain.
     domain: Option<String>,
     /// Exact level: 0..=3 or a name (`workflow`).
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^ *(EventLevel\\.)?([0-3]|[Ii][Nn][Ff][Rr][Aa][Ss][Tt][Rr][Uu][Cc][Tt][Uu][Rr][Ee]|[Oo][Pp][Ee][Rr][Aa][Tt][Ii][Oo][Nn][Aa][Ll]|[Ww][Oo][Rr][Kk][Ff][Ll][Oo][Ww]|[Bb][Uu][Ss][Ii][Nn][Ee][Ss][Ss]) *$")]
     level: Option<EventLevel>,
     /// Exact correlation id.
     correlation_id: Option<String>,
@@ -296,7 +305,8 @@ pub(crate) struct EventsParams {
     until: Option<String>,
     /// Only events with `seq` greater than this (resume point).
     after_seq: Option<i64>,
-    /// Page size (default 100, at most 1000).
+    /// Page size (default 100; larger values are clamped to 1000).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 

@@ -4,6 +4,7 @@ pub(crate) mod dead_letters;
 pub(crate) mod events;
 pub(crate) mod notifications;
 pub(crate) mod system;
+pub(crate) mod webhooks;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -24,24 +24,26 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub(crate) struct NotificationParams {
     /// Exact level: 0..=3 or a name.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^ *(EventLevel\\.)?([0-3]|[Ii][Nn][Ff][Rr][Aa][Ss][Tt][Rr][Uu][Cc][Tt][Uu][Rr][Ee]|[Oo][Pp][Ee][Rr][Aa][Tt][Ii][Oo][Nn][Aa][Ll]|[Ww][Oo][Rr][Kk][Ff][Ll][Oo][Ww]|[Bb][Uu][Ss][Ii][Nn][Ee][Ss][Ss]) *$")]
     level: Option<EventLevel>,
     /// Exact domain.
     domain: Option<String>,
     /// `unseen` or `seen`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^(unseen|seen)$")]
     human_status: Option<HumanStatus>,
     /// `none`, `claimed`, `in_progress` or `resolved`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^(none|claimed|in_progress|resolved)$")]
     agent_status: Option<AgentStatus>,
-    /// `local`, `cluster` or `public`.
-    #[param(value_type = Option<String>)]
+    /// `local`, `cluster` or `public` (any case).
+    #[param(value_type = Option<String>, pattern = "^ *(EventVisibility\\.)?([Ll][Oo][Cc][Aa][Ll]|[Cc][Ll][Uu][Ss][Tt][Ee][Rr]|[Pp][Uu][Bb][Ll][Ii][Cc]) *$")]
     visibility: Option<EventVisibility>,
     /// Created at or after this instant (RFC 3339).
     since: Option<String>,
-    /// Page size (default 50, at most 200).
+    /// Page size (default 50; larger values are clamped to 200).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
     /// Rows to skip (newest first).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     offset: Option<u32>,
 }
 
@@ -240,7 +242,8 @@ pub(crate) async fn seen(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClaimRequest {
-    /// Who claims it.
+    /// Who claims it (not blank).
+    #[schema(pattern = r"\S")]
     agent_id: String,
 }
 
@@ -283,8 +286,10 @@ pub(crate) async fn claim(
 #[serde(deny_unknown_fields)]
 pub(crate) struct StatusRequest {
     /// `none` (release), `claimed`, `in_progress` or `resolved`.
+    #[schema(pattern = "^(none|claimed|in_progress|resolved)$")]
     status: String,
-    /// The agent holding the claim.
+    /// The agent holding the claim (not blank).
+    #[schema(pattern = r"\S")]
     agent_id: String,
 }
 
@@ -322,12 +327,14 @@ pub(crate) async fn status(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResolveRequest {
-    /// What was done.
+    /// What was done (not blank).
+    #[schema(pattern = r"\S")]
     summary: String,
     /// Where to read more.
     #[serde(default)]
     link: Option<String>,
-    /// Who resolved it.
+    /// Who resolved it (not blank).
+    #[schema(pattern = r"\S")]
     resolved_by: String,
 }
 
