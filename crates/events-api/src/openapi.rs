@@ -134,7 +134,10 @@ mod tests {
         let doc = serde_json::to_value(openapi()).unwrap();
         let ingest = &doc["paths"]["/api/events"]["post"]["responses"];
         for status in ["400", "401", "403", "413", "415", "429"] {
-            assert!(ingest.get(status).is_some(), "POST /api/events lacks {status}");
+            assert!(
+                ingest.get(status).is_some(),
+                "POST /api/events lacks {status}"
+            );
         }
         let health = &doc["paths"]["/health"]["get"]["responses"];
         assert!(health.get("401").is_none(), "/health needs no token");

@@ -66,7 +66,7 @@ pub(crate) struct SseEventDoc {
     get, path = "/api/events/stream", tag = "events",
     params(
         StreamParams,
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this seq"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}$", description = "resume after this seq"),
     ),
     responses(
         (status = 200, description = "an SSE stream; `id:` is the event's seq", content_type = "text/event-stream", body = SseEventDoc),

@@ -472,19 +472,15 @@ fn process_entry(
         Err(reason) => return dead_letter(tx, reason.clone()),
     };
 
-    tx.connection()
-        .execute_batch("SAVEPOINT entry")
-        .map_err(StorageError::from)?;
+    // Cached statements: parsing these three per event showed up in the profile.
+    savepoint(tx, "SAVEPOINT entry")?;
     let result = run_entry(tx, handle, catalog, pipeline, stream, entry, event);
     if let EntryResult::Done(outcome) = result {
-        tx.connection()
-            .execute_batch("RELEASE entry")
-            .map_err(StorageError::from)?;
+        savepoint(tx, "RELEASE entry")?;
         return Ok(outcome);
     }
-    tx.connection()
-        .execute_batch("ROLLBACK TO entry; RELEASE entry")
-        .map_err(StorageError::from)?;
+    savepoint(tx, "ROLLBACK TO entry")?;
+    savepoint(tx, "RELEASE entry")?;
     match result {
         EntryResult::Done(_) => unreachable_outcome(),
         EntryResult::DuplicateId => {
@@ -610,4 +606,10 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Runs one savepoint statement through the connection's prepared-statement cache.
+fn savepoint(tx: &WriteTx<'_>, sql: &str) -> Result<(), StorageError> {
+    tx.connection().prepare_cached(sql)?.execute([])?;
+    Ok(())
 }

@@ -49,36 +49,38 @@ pub(crate) enum IngestRequestDoc {
 #[allow(dead_code)]
 pub(crate) struct EnvelopeDoc {
     /// UUIDv7; assigned when absent.
-    #[schema(min_length = 1, pattern = r"\S")]
+    #[schema(nullable = false, min_length = 1)]
     id: Option<String>,
     /// Dot-notation type, e.g. `job.completed`.
     #[schema(max_length = 200, pattern = r"^[a-z0-9_-]+(\.[a-z0-9_-]+)+$")]
     event: String,
     /// Payload schema version, default 1.
-    #[schema(minimum = 1, maximum = 4294967295.0)]
+    #[schema(nullable = false, minimum = 1, maximum = 4294967295.0)]
     version: Option<u32>,
     /// Who emitted it (not blank, at most 200 characters).
     #[schema(max_length = 200, pattern = r"\S")]
     source: String,
     /// RFC 3339 (years 0000..=9999); default now.
-    #[schema(format = DateTime)]
+    #[schema(nullable = false, format = DateTime, pattern = "^(\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\\d|2[0-8])T([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d))$")]
     timestamp: Option<String>,
     /// Dedup key; derived from the catalog when absent.
     idempotency_key: Option<String>,
     /// 0..=3 (INFRASTRUCTURE, OPERATIONAL, WORKFLOW, BUSINESS).
-    #[schema(minimum = 0, maximum = 3)]
+    #[schema(nullable = false, minimum = 0, maximum = 3)]
     level: Option<u8>,
     /// Business domain.
+    #[schema(nullable = false)]
     domain: Option<String>,
     /// What it is about.
     entity: Option<String>,
     /// One line for people.
+    #[schema(nullable = false)]
     description: Option<String>,
     /// `local`, `cluster` or `public`.
-    #[schema(pattern = "^(local|cluster|public)$")]
+    #[schema(nullable = false, pattern = "^(local|cluster|public)$")]
     visibility: Option<String>,
     /// Event data (≤ 256 KiB serialised).
-    #[schema(value_type = Option<Object>)]
+    #[schema(nullable = false, value_type = Option<Object>)]
     payload: Option<serde_json::Value>,
     /// Affordances (carried).
     #[schema(value_type = Option<Object>)]
@@ -86,7 +88,7 @@ pub(crate) struct EnvelopeDoc {
     /// Carried.
     terminal_when: Option<String>,
     /// Carried.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
     resolution_shape: Option<serde_json::Value>,
     /// Flow id.
     correlation_id: Option<String>,
@@ -295,13 +297,19 @@ pub(crate) struct EventsParams {
     /// Exact domain.
     domain: Option<String>,
     /// Exact level: 0..=3 or a name (`workflow`).
-    #[param(value_type = Option<String>, pattern = "^ *(EventLevel\\.)?([0-3]|[Ii][Nn][Ff][Rr][Aa][Ss][Tt][Rr][Uu][Cc][Tt][Uu][Rr][Ee]|[Oo][Pp][Ee][Rr][Aa][Tt][Ii][Oo][Nn][Aa][Ll]|[Ww][Oo][Rr][Kk][Ff][Ll][Oo][Ww]|[Bb][Uu][Ss][Ii][Nn][Ee][Ss][Ss]) *$")]
+    #[param(value_type = Option<String>, pattern = "^ *([0-3]|(EventLevel\\.)?([Ii][Nn][Ff][Rr][Aa][Ss][Tt][Rr][Uu][Cc][Tt][Uu][Rr][Ee]|[Oo][Pp][Ee][Rr][Aa][Tt][Ii][Oo][Nn][Aa][Ll]|[Ww][Oo][Rr][Kk][Ff][Ll][Oo][Ww]|[Bb][Uu][Ss][Ii][Nn][Ee][Ss][Ss])) *$")]
     level: Option<EventLevel>,
     /// Exact correlation id.
     correlation_id: Option<String>,
     /// The event's timestamp at or after this instant (RFC 3339).
+    #[param(
+        pattern = "^(\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\\d|2[0-8])T([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d))?$"
+    )]
     since: Option<String>,
     /// The event's timestamp before this instant (RFC 3339).
+    #[param(
+        pattern = "^(\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\\d|2[0-8])T([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d))?$"
+    )]
     until: Option<String>,
     /// Only events with `seq` greater than this (resume point).
     after_seq: Option<i64>,

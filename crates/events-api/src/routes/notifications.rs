@@ -24,7 +24,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub(crate) struct NotificationParams {
     /// Exact level: 0..=3 or a name.
-    #[param(value_type = Option<String>, pattern = "^ *(EventLevel\\.)?([0-3]|[Ii][Nn][Ff][Rr][Aa][Ss][Tt][Rr][Uu][Cc][Tt][Uu][Rr][Ee]|[Oo][Pp][Ee][Rr][Aa][Tt][Ii][Oo][Nn][Aa][Ll]|[Ww][Oo][Rr][Kk][Ff][Ll][Oo][Ww]|[Bb][Uu][Ss][Ii][Nn][Ee][Ss][Ss]) *$")]
+    #[param(value_type = Option<String>, pattern = "^ *([0-3]|(EventLevel\\.)?([Ii][Nn][Ff][Rr][Aa][Ss][Tt][Rr][Uu][Cc][Tt][Uu][Rr][Ee]|[Oo][Pp][Ee][Rr][Aa][Tt][Ii][Oo][Nn][Aa][Ll]|[Ww][Oo][Rr][Kk][Ff][Ll][Oo][Ww]|[Bb][Uu][Ss][Ii][Nn][Ee][Ss][Ss])) *$")]
     level: Option<EventLevel>,
     /// Exact domain.
     domain: Option<String>,
@@ -34,10 +34,13 @@ pub(crate) struct NotificationParams {
     /// `none`, `claimed`, `in_progress` or `resolved`.
     #[param(value_type = Option<String>, pattern = "^(none|claimed|in_progress|resolved)$")]
     agent_status: Option<AgentStatus>,
-    /// `local`, `cluster` or `public` (any case).
-    #[param(value_type = Option<String>, pattern = "^ *(EventVisibility\\.)?([Ll][Oo][Cc][Aa][Ll]|[Cc][Ll][Uu][Ss][Tt][Ee][Rr]|[Pp][Uu][Bb][Ll][Ii][Cc]) *$")]
+    /// `local`, `cluster` or `public`.
+    #[param(value_type = Option<String>, pattern = "^(local|cluster|public)$")]
     visibility: Option<EventVisibility>,
     /// Created at or after this instant (RFC 3339).
+    #[param(
+        pattern = "^(\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\\d|2[0-8])T([01]\\d|2[0-3]):[0-5]\\d:[0-5]\\d(\\.\\d{1,9})?(Z|[+-]([01]\\d|2[0-3]):[0-5]\\d))?$"
+    )]
     since: Option<String>,
     /// Page size (default 50; larger values are clamped to 200).
     #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]

@@ -1,0 +1,170 @@
+//! Starts the release `events-daemon` on a free port with its own data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running daemon; killed on drop.
+#[derive(Debug)]
+pub(crate) struct Daemon {
+    child: Child,
+    pub(crate) base: String,
+    pub(crate) addr: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+/// How to start it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DaemonOptions {
+    /// Redis transport at this URL; `None` = embedded transport.
+    pub(crate) redis_url: Option<String>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Daemon {
+    pub(crate) async fn start(binary: &Path, options: &DaemonOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("events-bench-daemon-")
+            .tempdir()
+            .context("creating the daemon's data directory")?;
+        let port = free_port()?;
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        // Benchmarks measure the platform, not the guard rails: no rate limit, no retention
+        // job, no stream trimming (MAXLEN ~ would trim entries before they are consumed).
+        let mut config = format!(
+            "bind = \"{addr}\"\ndata_dir = \"{}\"\n[limits]\nrequests_per_second = 0\n[retention]\nevents_days = 0\n",
+            dir.path().display()
+        );
+        if let Some(url) = &options.redis_url {
+            config.push_str(&format!("[redis]\nurl = \"{url}\"\nmaxlen = 0\n"));
+        }
+        let config_path = dir.path().join("events.toml");
+        std::fs::write(&config_path, config).context("writing the daemon config")?;
+        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut daemon = Self {
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            dir,
+        };
+        daemon.wait_ready().await?;
+        Ok(daemon)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "events-daemon exited with {status} during start-up:\n{}",
+                    self.log_tail()
+                );
+            }
+            if let Ok(response) = client.get(format!("{}/ready", self.base)).send().await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("events-daemon not ready within 60 s:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub(crate) fn db_path(&self) -> PathBuf {
+        self.dir.path().join("events.db")
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Last lines of the daemon's stderr, for error messages.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Whether the daemon is still running (it must be, after every scenario).
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("events-daemon exited with {status}:\n{}", self.log_tail());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `VmRSS` and `VmHWM` (peak) of a process, in KiB, from `/proc/PID/status`.
+pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time (user + system) a process has used so far, in seconds, from `/proc/PID/stat`.
+///
+/// On a shared machine wall-clock rates understate the code; events per CPU-second of the
+/// process that does the work is the steadier figure (10 ms resolution, `CLK_TCK` = 100).
+pub(crate) fn cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_of_this_process_is_readable() {
+        let (rss, peak) = rss_kib(std::process::id()).expect("/proc is mounted");
+        assert!(rss > 0 && peak >= rss);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows() {
+        let before = cpu_s(std::process::id()).expect("/proc is mounted");
+        let mut x = 0u64;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(100) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        let after = cpu_s(std::process::id()).expect("/proc is mounted");
+        assert!(after >= before, "{before} -> {after} ({x})");
+    }
+}

@@ -1,0 +1,118 @@
+//! The raw ceilings: plain fred pipelined `XADD`, plain `XREADGROUP` + `XACK` with no
+//! processing, plain SQLite batch inserts. Nothing here decodes an envelope or runs a
+//! cartridge; that is the point.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use fred::{
+    clients::Client,
+    interfaces::{ClientLike, StreamsInterface},
+    types::{
+        Builder, Key, Value,
+        config::Config,
+        streams::{XCap, XReadResponse},
+    },
+};
+
+/// A fred client with default settings, connected.
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
+    let config = Config::from_url(url).with_context(|| format!("redis url {url}"))?;
+    let client = Builder::from_config(config).build()?;
+    client
+        .init()
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    Ok(client)
+}
+
+/// Appends pre-encoded entries with one pipeline (one round trip) per `chunk` entries.
+pub(crate) async fn pipelined_xadd(
+    client: &Client,
+    stream: &str,
+    entries: &[Vec<(&'static str, String)>],
+    chunk: usize,
+) -> anyhow::Result<()> {
+    for part in entries.chunks(chunk.max(1)) {
+        let pipeline = client.pipeline();
+        for fields in part {
+            let () = pipeline
+                .xadd(stream, false, XCap::from(None::<()>), "*", fields.clone())
+                .await?;
+        }
+        let replies: Vec<Value> = pipeline.all().await?;
+        anyhow::ensure!(
+            replies.len() == part.len(),
+            "pipeline answered {} of {} XADDs",
+            replies.len(),
+            part.len()
+        );
+    }
+    Ok(())
+}
+
+/// Creates `group` at the start of `stream` (MKSTREAM), ignoring BUSYGROUP.
+pub(crate) async fn create_group(client: &Client, stream: &str, group: &str) -> anyhow::Result<()> {
+    let created: Result<Value, _> = client.xgroup_create(stream, group, "0", true).await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.details().starts_with("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads with `XREADGROUP COUNT 1000 BLOCK 100` on a dedicated connection and acks every
+/// batch with one `XACK` on another, until `total` entries were acked. Returns when done.
+pub(crate) async fn consume_and_ack(
+    reader: &Client,
+    acker: &Client,
+    stream: &str,
+    group: &str,
+    total: u64,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    let mut acked = 0u64;
+    while acked < total {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "raw consumer acked {acked} of {total} entries within {timeout:?}"
+        );
+        let response: XReadResponse<Key, String, Key, Value> = reader
+            .xreadgroup_map(group, "raw", Some(1000), Some(100), false, stream, ">")
+            .await?;
+        for (_, entries) in response {
+            if entries.is_empty() {
+                continue;
+            }
+            let ids: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
+            let n: u64 = acker.xack(stream, group, ids).await?;
+            acked += n;
+        }
+    }
+    Ok(Instant::now())
+}
+
+/// Plain SQLite: `count` rows of `row_bytes`-sized JSON text, one transaction and one cached
+/// prepared statement per batch, WAL and `synchronous = NORMAL` as the daemon's store uses.
+pub(crate) fn sqlite_batch_inserts(rows: &[String], batch: usize) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
+    let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE t (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL)",
+    )?;
+    let started = Instant::now();
+    for (b, part) in rows.chunks(batch.max(1)).enumerate() {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO t (event_id, body) VALUES (?1, ?2)")?;
+            for (i, body) in part.iter().enumerate() {
+                insert.execute((format!("{b}-{i}"), body))?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(started.elapsed())
+}

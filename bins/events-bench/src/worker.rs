@@ -1,0 +1,143 @@
+//! The emitting process: `events-bench __emit-worker ...`, spawned by the harness so that the
+//! producer runs in its own process as an application would. Prints one JSON object.
+
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use events_envelope::to_stream_fields;
+use events_producer::{Producer, RedisProducer, RedisProducerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::mix::MixGen;
+
+/// What sends the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// `RedisProducer::emit_batch` (validation, encoding, pipelined XADD).
+    Producer,
+    /// fred pipelined XADD of fields encoded before the clock starts: the ceiling.
+    Raw,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "events-bench __emit-worker")]
+pub(crate) struct WorkerArgs {
+    #[arg(long)]
+    pub(crate) redis_url: String,
+    #[arg(long)]
+    pub(crate) stream: String,
+    #[arg(long)]
+    pub(crate) count: u64,
+    #[arg(long)]
+    pub(crate) seed: u64,
+    #[arg(long, default_value_t = 0)]
+    pub(crate) shard: u32,
+    #[arg(long, value_enum)]
+    pub(crate) mode: Mode,
+    /// Events per pipelined round trip.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) chunk: usize,
+}
+
+/// What the worker prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WorkerOutput {
+    pub(crate) events: u64,
+    /// Time spent in the send calls only.
+    pub(crate) send_s: f64,
+    /// Wall time including building the envelopes.
+    pub(crate) wall_s: f64,
+}
+
+/// Envelopes are built per slice of this many, so memory stays flat for a million events.
+const SLICE: usize = 10_000;
+
+pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<WorkerOutput> {
+    let mut plan = MixGen::new(args.seed, args.shard, args.count);
+    let started = Instant::now();
+    let mut send = Duration::ZERO;
+    let mut events = 0u64;
+    match args.mode {
+        Mode::Producer => {
+            let mut config = RedisProducerConfig::new(args.redis_url.clone());
+            config.stream = args.stream.clone();
+            config.maxlen = None;
+            config.batch_chunk_size = args.chunk;
+            let producer = RedisProducer::connect(config).await?;
+            loop {
+                let batch: Vec<_> = plan.by_ref().take(SLICE).map(|p| p.envelope()).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                events += batch.len() as u64;
+                let t = Instant::now();
+                producer.emit_batch(batch).await?;
+                send += t.elapsed();
+            }
+        }
+        Mode::Raw => {
+            let client = crate::raw::connect(&args.redis_url).await?;
+            loop {
+                let batch: Vec<_> = plan
+                    .by_ref()
+                    .take(SLICE)
+                    .map(|p| to_stream_fields(&p.envelope()))
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                events += batch.len() as u64;
+                let t = Instant::now();
+                crate::raw::pipelined_xadd(&client, &args.stream, &batch, args.chunk).await?;
+                send += t.elapsed();
+            }
+        }
+    }
+    Ok(WorkerOutput {
+        events,
+        send_s: send.as_secs_f64(),
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Spawns the worker as a child process of this same binary.
+pub(crate) fn spawn(args: &WorkerArgs) -> anyhow::Result<tokio::process::Child> {
+    let exe = std::env::current_exe()?;
+    let mode = match args.mode {
+        Mode::Producer => "producer",
+        Mode::Raw => "raw",
+    };
+    let child = tokio::process::Command::new(exe)
+        .arg("__emit-worker")
+        .args(["--redis-url", &args.redis_url, "--stream", &args.stream])
+        .args([
+            "--count",
+            &args.count.to_string(),
+            "--seed",
+            &args.seed.to_string(),
+        ])
+        .args(["--shard", &args.shard.to_string(), "--mode", mode])
+        .args(["--chunk", &args.chunk.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    Ok(child)
+}
+
+/// Waits for a spawned worker and parses its output.
+pub(crate) async fn finish(child: tokio::process::Child) -> anyhow::Result<WorkerOutput> {
+    let output = child.wait_with_output().await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "emit worker failed with {}",
+        output.status
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).map_err(|e| anyhow::anyhow!("emit worker printed {line:?}: {e}"))
+}
+
+/// Spawns and waits.
+pub(crate) async fn run_child(args: &WorkerArgs) -> anyhow::Result<WorkerOutput> {
+    finish(spawn(args)?).await
+}
