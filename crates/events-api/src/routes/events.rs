@@ -82,8 +82,8 @@ pub(crate) struct EnvelopeDoc {
     /// Event data (≤ 256 KiB serialised).
     #[schema(nullable = false, value_type = Option<Object>)]
     payload: Option<serde_json::Value>,
-    /// Affordances (carried).
-    #[schema(value_type = Option<Object>)]
+    /// Affordances (carried): action name → descriptor.
+    #[schema(value_type = Option<std::collections::HashMap<String, ActionDescriptorDoc>>)]
     actions: Option<serde_json::Value>,
     /// Carried.
     terminal_when: Option<String>,
@@ -94,6 +94,20 @@ pub(crate) struct EnvelopeDoc {
     correlation_id: Option<String>,
     /// Causing event id.
     causation_id: Option<String>,
+}
+
+/// An action a consumer may take on an event (carried, never executed).
+#[derive(ToSchema)]
+#[schema(as = ActionDescriptor)]
+#[allow(dead_code)]
+pub(crate) struct ActionDescriptorDoc {
+    /// What the action does.
+    description: String,
+    /// The event type taking the action produces.
+    produces: String,
+    /// Expected outcome shape: field → type name.
+    #[schema(value_type = Option<std::collections::HashMap<String, String>>)]
+    outcome_shape: Option<serde_json::Value>,
 }
 
 /// A batch of envelopes.
@@ -113,6 +127,25 @@ fn item_error(index: usize, code: &str, message: impl Into<String>) -> ItemError
     }
 }
 
+/// `version` and `level` written as integral floats (`2.0`, as JavaScript and some JSON
+/// encoders emit) become integers: JSON does not tell `2` from `2.0`, and neither does the
+/// spec's `integer` type (found by Schemathesis).
+fn integral_floats_as_integers(mut value: Value) -> Value {
+    if let Some(object) = value.as_object_mut() {
+        for key in ["version", "level"] {
+            if let Some(number) = object.get(key).and_then(Value::as_f64)
+                && object.get(key).is_some_and(|v| v.is_f64())
+                && number.fract() == 0.0
+                && (0.0..=f64::from(u32::MAX)).contains(&number)
+            {
+                // In range and integral: the conversion is exact.
+                object.insert(key.to_owned(), Value::from(number as u64));
+            }
+        }
+    }
+    value
+}
+
 /// Decodes and validates one submitted item (brief §3 rules, catalog idempotency fields,
 /// strict catalog).
 fn check_item(state: &AppState, index: usize, value: Value) -> Result<EventEnvelope, ItemError> {
@@ -123,6 +156,7 @@ fn check_item(state: &AppState, index: usize, value: Value) -> Result<EventEnvel
             "an event must be a JSON object",
         ));
     }
+    let value = integral_floats_as_integers(value);
     let event: EventEnvelope = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let message = if path == "." {
@@ -387,4 +421,29 @@ pub(crate) async fn query(
         events,
         next_after_seq,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integral_float_version_and_level_become_integers() {
+        let value = integral_floats_as_integers(json!({"version": 860.0, "level": 2.0, "x": 1.0}));
+        assert_eq!(value, json!({"version": 860, "level": 2, "x": 1.0}));
+        let event: EventEnvelope = serde_json::from_value(integral_floats_as_integers(
+            json!({"event": "a.b", "source": "s", "level": 0.0}),
+        ))
+        .unwrap();
+        assert_eq!(event.level, EventLevel::Infrastructure);
+    }
+
+    #[test]
+    fn fractional_negative_or_huge_numbers_are_left_for_the_decoder_to_refuse() {
+        for bad in [json!(1.5), json!(-1.0), json!(1e300)] {
+            let value = integral_floats_as_integers(json!({ "version": bad.clone() }));
+            assert_eq!(value["version"], bad);
+        }
+    }
 }
