@@ -567,6 +567,18 @@ async fn every_rejection_is_a_json_error_with_the_right_status() {
     let (status, body) = error_of(post(&http, events.clone(), Some("p-token"), &batch).await).await;
     assert_eq!(status, 422);
     assert_eq!(body["error"]["items"][0]["index"], 1, "{body}");
+    // A batch body with stray keys is named as such, not as an envelope missing `event`.
+    let stray = json!({"events":[todo_created("b4")], "extra": true});
+    let (status, body) = error_of(post(&http, events.clone(), Some("p-token"), &stray).await).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_batch")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("extra"),
+        "{body}"
+    );
     // Catalog idempotency field missing (todo_created is keyed on slug): 422.
     let no_slug =
         json!({"event":"domain.software-development.planning.todo_created","source":"e2e"});

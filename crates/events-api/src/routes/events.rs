@@ -112,6 +112,7 @@ pub(crate) struct ActionDescriptorDoc {
 
 /// A batch of envelopes.
 #[derive(ToSchema)]
+#[schema(max_properties = 1)]
 #[allow(dead_code)]
 pub(crate) struct IngestBatchDoc {
     /// 1 to 1000 envelopes; one invalid item refuses the whole batch.
@@ -246,6 +247,22 @@ pub(crate) async fn ingest(
                     ));
                 }
             }
+        }
+        // `events` beside other keys but without `event`: a batch with stray keys, not an
+        // envelope; say so instead of "missing field `event`".
+        Value::Object(map) if map.contains_key("events") && !map.contains_key("event") => {
+            let stray: Vec<&str> = map
+                .keys()
+                .map(String::as_str)
+                .filter(|key| *key != "events")
+                .collect();
+            return Err(ApiError::unprocessable(
+                "invalid_batch",
+                format!(
+                    "a batch body has only `events`; unknown field(s): {}",
+                    stray.join(", ")
+                ),
+            ));
         }
         other => (vec![other], false),
     };

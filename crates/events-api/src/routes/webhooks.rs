@@ -35,9 +35,11 @@ use crate::server::{ExtraRoutes, RouteInfo};
 pub(crate) struct CreateWebhookBody {
     /// Destination, `http://` or `https://`. Private, loopback and link-local addresses are
     /// refused unless allow-listed in `[webhooks] allow_destinations`.
+    #[schema(min_length = 1, pattern = "^https?://[^/?#\\s]+")]
     url: String,
     /// Event-type globs (`job.*`, `*`); absent = every event.
     #[serde(default)]
+    #[schema(min_items = 1)]
     event_types: Option<Vec<String>>,
     /// Free text.
     #[serde(default)]
@@ -64,9 +66,11 @@ impl From<CreateWebhookBody> for CreateWebhook {
 pub(crate) struct UpdateWebhookBody {
     /// New destination (checked like on create).
     #[serde(default)]
+    #[schema(min_length = 1, pattern = "^https?://[^/?#\\s]+")]
     url: Option<String>,
     /// New event-type globs.
     #[serde(default)]
+    #[schema(min_items = 1)]
     event_types: Option<Vec<String>>,
     /// New description.
     #[serde(default)]
