@@ -579,6 +579,14 @@ async fn every_rejection_is_a_json_error_with_the_right_status() {
         body["error"]["message"].as_str().unwrap().contains("extra"),
         "{body}"
     );
+    // A top-level array is not an object body, even though serde would take it by position.
+    let array = json!([todo_created("b5")]);
+    let (status, body) = error_of(post(&http, events.clone(), Some("p-token"), &array).await).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_body")),
+        "{body}"
+    );
     // Catalog idempotency field missing (todo_created is keyed on slug): 422.
     let no_slug =
         json!({"event":"domain.software-development.planning.todo_created","source":"e2e"});

@@ -220,37 +220,55 @@ impl PushHub {
     }
 
     async fn publish_notifications(&self, db: &EventDb, changes: Vec<NotificationChange>) {
+        // Nobody listening: nothing to fetch (a client connecting later resyncs over REST).
+        if self.inner.sender.receiver_count() == 0 {
+            return;
+        }
         // One push per row per wake-up: the row fetched now is the newest state anyway.
         let mut by_id: BTreeMap<i64, bool> = BTreeMap::new();
         for change in changes {
             *by_id.entry(change.notification_id).or_default() |= change.was_created;
         }
-        for (id, created) in by_id {
-            match db.get_notification(id).await {
-                Ok(Some(notification)) => {
-                    let kind = if created {
-                        "notification_created"
-                    } else {
-                        "notification_updated"
-                    };
-                    let json = serde_json::to_string(&NotificationPushJson {
-                        r#type: kind,
-                        notification: &notification,
-                        epoch: self.epoch(),
-                    })
-                    .unwrap_or_default();
-                    self.send(Push {
-                        kind: PushKind::Notification,
-                        json: Utf8Bytes::from(json),
-                    });
-                }
-                Ok(None) => tracing::debug!(id, "notification gone before its push was sent"),
-                Err(err) => {
-                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("events_push_dropped_total").increment(1);
-                    tracing::warn!(id, error = %err, "cannot read notification for its push; dropped");
-                }
+        // All rows of this wake-up in one read (one pooled connection, one hand-off to a
+        // blocking thread), not one read per notification.
+        let ids: Vec<i64> = by_id.keys().copied().collect();
+        let rows = match db
+            .read(move |r| {
+                ids.iter()
+                    .map(|&id| r.get_notification(id).map(|row| (id, row)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                let lost = by_id.len() as u64;
+                self.inner.dropped.fetch_add(lost, Ordering::Relaxed);
+                metrics::counter!("events_push_dropped_total").increment(lost);
+                tracing::warn!(count = lost, error = %err, "cannot read notifications for their pushes; dropped");
+                return;
             }
+        };
+        for (id, row) in rows {
+            let Some(notification) = row else {
+                tracing::debug!(id, "notification gone before its push was sent");
+                continue;
+            };
+            let kind = if by_id.get(&id).copied().unwrap_or(false) {
+                "notification_created"
+            } else {
+                "notification_updated"
+            };
+            let json = serde_json::to_string(&NotificationPushJson {
+                r#type: kind,
+                notification: &notification,
+                epoch: self.epoch(),
+            })
+            .unwrap_or_default();
+            self.send(Push {
+                kind: PushKind::Notification,
+                json: Utf8Bytes::from(json),
+            });
         }
     }
 }

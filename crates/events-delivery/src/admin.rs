@@ -17,8 +17,8 @@ use crate::store::{self, Delivery, DeliveryStatus, NewWebhook, Webhook, WebhookC
 
 /// Longest description accepted.
 const MAX_DESCRIPTION: usize = 1000;
-/// Most patterns per webhook.
-const MAX_EVENT_TYPES: usize = 100;
+/// Most event-type patterns one webhook may list.
+pub const MAX_EVENT_TYPES: usize = 100;
 
 /// `POST /api/webhooks` body.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -66,7 +66,7 @@ pub struct UpdateWebhook {
     /// Rotate the secret: the old one keeps signing for the grace period.
     #[serde(default)]
     pub rotate_secret: bool,
-    /// The new secret when rotating; generated when absent.
+    /// A secret to rotate to (implies `rotate_secret`); generated when rotating without one.
     #[serde(default)]
     pub secret: Option<String>,
 }
@@ -188,13 +188,9 @@ impl WebhookAdmin {
         let url = req.url.as_deref().map(|u| self.check_url(u)).transpose()?;
         let event_types = req.event_types.map(check_event_types).transpose()?;
         let description = req.description.map(check_description).transpose()?;
-        if req.secret.is_some() && !req.rotate_secret {
-            return Err(Error::invalid(
-                "secret",
-                "a new secret needs rotate_secret: true",
-            ));
-        }
-        let new_secret = match (req.rotate_secret, req.secret) {
+        // A given secret is a request to rotate to it, with or without `rotate_secret`.
+        let rotate = req.rotate_secret || req.secret.is_some();
+        let new_secret = match (rotate, req.secret) {
             (false, _) => None,
             (true, Some(text)) => Some(WebhookSecret::parse(&text)?),
             (true, None) => Some(WebhookSecret::generate()),
@@ -347,7 +343,9 @@ impl WebhookAdmin {
     }
 }
 
-fn check_event_types(types: Vec<String>) -> Result<Vec<String>> {
+/// Checks a webhook's event-type patterns: 1..=[`MAX_EVENT_TYPES`] of them, each `*` or an
+/// event name whose segments may contain `*`.
+pub fn check_event_types(types: Vec<String>) -> Result<Vec<String>> {
     if types.is_empty() {
         return Err(Error::invalid(
             "event_types",

@@ -55,8 +55,8 @@ pub mod telegram;
 mod webhook;
 
 pub use admin::{
-    CreateWebhook, CreatedWebhook, DeliveryQuery, RecoverRequest, RecoverResponse, UpdateWebhook,
-    UpdatedWebhook, WebhookAdmin,
+    CreateWebhook, CreatedWebhook, DeliveryQuery, MAX_EVENT_TYPES, RecoverRequest, RecoverResponse,
+    UpdateWebhook, UpdatedWebhook, WebhookAdmin, check_event_types,
 };
 pub use config::{TelegramConfig, WebhookConfig};
 pub use error::{Error, Result};

@@ -261,11 +261,18 @@ pub(crate) fn max_seq(conn: &Connection) -> Result<i64> {
 }
 
 /// Deletes up to `chunk` events received before `cutoff`, oldest first; returns how many.
+///
+/// There is no index on `received_at` (schema v4): the writer stamps it once per batch, so
+/// it does not decrease along `seq`, and the oldest `chunk` rows by `seq` (the primary key)
+/// are the only candidates. Each row is still compared with `cutoff`, so a row newer than
+/// the cut-off is never deleted even if the clock once stepped back; a chunk with nothing
+/// to delete returns 0 and ends the caller's loop.
 pub(crate) fn delete_chunk_older_than(conn: &Connection, cutoff: &str, chunk: u32) -> Result<u64> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM events WHERE seq IN \
-             (SELECT seq FROM events WHERE received_at < ?1 ORDER BY seq LIMIT ?2)",
+             (SELECT seq FROM (SELECT seq, received_at FROM events ORDER BY seq LIMIT ?2) \
+              WHERE received_at < ?1)",
         )?
         .execute(params![cutoff, chunk])?;
     Ok(deleted as u64)

@@ -39,14 +39,53 @@ pub(crate) struct CreateWebhookBody {
     url: String,
     /// Event-type globs (`job.*`, `*`); absent = every event.
     #[serde(default)]
-    #[schema(min_items = 1)]
+    #[schema(schema_with = event_type_patterns_schema)]
     event_types: Option<Vec<String>>,
     /// Free text.
     #[serde(default)]
     description: Option<String>,
     /// `whsec_` + base64 of 24..=64 bytes; generated when absent.
     #[serde(default)]
+    #[schema(schema_with = secret_schema)]
     secret: Option<String>,
+}
+
+/// A secret `events-delivery` accepts: `whsec_` + canonical padded base64 (the standard
+/// alphabet) of 24..=64 bytes, i.e. 8..=20 full groups with an optional partial one, or 21
+/// full groups with an optional one-byte tail. The partial group's last character must
+/// leave the unused bits zero, as the decoder insists.
+const SECRET_PATTERN: &str = "^whsec_(?:(?:[A-Za-z0-9+/]{4}){8,20}(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?|(?:[A-Za-z0-9+/]{4}){21}(?:[A-Za-z0-9+/][AQgw]==)?)$";
+
+/// The schema of `secret` on create and update: [`SECRET_PATTERN`], or `null` for absent.
+fn secret_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(SECRET_PATTERN))
+        .description(Some(
+            "`whsec_` + base64 of 24..=64 bytes; generated when absent.",
+        ))
+        .build()
+}
+
+/// The schema of `event_types` on create and update: the same rule `events-delivery` applies
+/// (an event name whose segments may contain `*`, or `*` alone), so that a client generated
+/// from the spec cannot send a pattern the daemon refuses. `null` means "absent".
+fn event_type_patterns_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(events_envelope::MAX_NAME_LEN))
+                .pattern(Some(r"^(\*|[a-z0-9_*-]+(\.[a-z0-9_*-]+)+)$")),
+        )
+        .min_items(Some(1))
+        .max_items(Some(events_delivery::MAX_EVENT_TYPES))
+        .description(Some("Event-type globs (`job.*`, `*`); absent or null = unchanged on update, every event on create."))
+        .build()
 }
 
 impl From<CreateWebhookBody> for CreateWebhook {
@@ -70,7 +109,7 @@ pub(crate) struct UpdateWebhookBody {
     url: Option<String>,
     /// New event-type globs.
     #[serde(default)]
-    #[schema(min_items = 1)]
+    #[schema(schema_with = event_type_patterns_schema)]
     event_types: Option<Vec<String>>,
     /// New description.
     #[serde(default)]
@@ -82,8 +121,10 @@ pub(crate) struct UpdateWebhookBody {
     /// receivers see both signatures.
     #[serde(default)]
     rotate_secret: bool,
-    /// The new secret when rotating; generated when absent.
+    /// A new secret (`whsec_` + base64 of 24..=64 bytes) to rotate to; giving one rotates
+    /// even without `rotate_secret`. Generated when rotating without one.
     #[serde(default)]
+    #[schema(schema_with = secret_schema)]
     secret: Option<String>,
 }
 
@@ -155,7 +196,8 @@ pub(crate) struct DeliveryParams {
     status: Option<DeliveryState>,
     /// Page backwards: only deliveries with a smaller id (pass the last id of a page).
     before_id: Option<i64>,
-    /// Page size (default 50, at most 200).
+    /// Page size (default 50; larger values are clamped to 200).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4294967295.0)]
     limit: Option<u32>,
 }
 
@@ -632,6 +674,66 @@ mod tests {
         }
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(operations, expected.len());
+    }
+
+    /// The spec's patterns must describe exactly what `events-delivery` accepts: a
+    /// narrower pattern makes clients refuse valid input, a wider one makes the daemon
+    /// refuse spec-valid input (schemathesis reports both).
+    #[test]
+    fn schema_patterns_match_what_delivery_accepts() {
+        let secret = regex::Regex::new(SECRET_PATTERN).unwrap();
+        let mut candidates = vec![String::new(), "whsec_".into(), "wh_AAAA".into()];
+        for len in 0..=100usize {
+            for tail in ["", "=", "==", "Q==", "R==", "AE=", "AF=", "/w==", "+8="] {
+                if let Some(fill) = len.checked_sub(tail.len()) {
+                    candidates.push(format!("whsec_{}{tail}", "A".repeat(fill)));
+                    candidates.push(format!(
+                        "whsec_{}{tail}",
+                        "z9+/".repeat(fill / 4 + 1)[..fill].to_owned()
+                    ));
+                }
+            }
+        }
+        candidates.push(
+            events_delivery::signing::WebhookSecret::generate()
+                .expose()
+                .to_owned(),
+        );
+        for text in &candidates {
+            let accepted = events_delivery::signing::WebhookSecret::parse(text).is_ok();
+            assert_eq!(secret.is_match(text), accepted, "secret {text:?}");
+        }
+
+        let schema = serde_json::to_value(event_type_patterns_schema()).unwrap();
+        assert_eq!(schema["maxItems"], events_delivery::MAX_EVENT_TYPES);
+        let item = &schema["items"];
+        let pattern = regex::Regex::new(item["pattern"].as_str().unwrap()).unwrap();
+        let max_len = item["maxLength"].as_u64().unwrap() as usize;
+        let long = format!("a.{}", "b".repeat(events_envelope::MAX_NAME_LEN));
+        for text in [
+            "*",
+            "job.*",
+            "*.failed",
+            "a.*.c",
+            "job.completed",
+            "a-b.c_d.9",
+            "**.x",
+            "",
+            "job",
+            "Job.*",
+            "job..x",
+            ".job",
+            "job.",
+            "job.ä",
+            "job.a b",
+            "*.",
+            "?.x",
+            long.as_str(),
+        ] {
+            let spec_valid = pattern.is_match(text) && text.len() <= max_len;
+            let accepted = events_delivery::check_event_types(vec![text.to_owned()]).is_ok();
+            assert_eq!(spec_valid, accepted, "event type pattern {text:?}");
+        }
     }
 
     #[test]

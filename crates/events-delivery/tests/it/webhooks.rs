@@ -132,6 +132,21 @@ async fn signatures_verify_with_an_independent_implementation_also_during_rotati
         &second.body,
         &second.signature
     ));
+
+    // A given secret is rotated to even without `rotate_secret: true`.
+    let given = events_delivery::signing::WebhookSecret::generate();
+    let rotated_to_given = admin
+        .update(
+            created.webhook.id,
+            UpdateWebhook {
+                secret: Some(given.expose().to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rotated_to_given.secret.as_deref(), Some(given.expose()));
+    assert!(rotated_to_given.webhook.previous_secret_until.is_some());
     cancel.cancel();
 }
 

@@ -16,6 +16,11 @@ use std::time::Instant;
 use events_envelope::{EventEnvelope, EventLevel};
 use events_storage::{EventDb, NewNotification};
 
+/// The daemon's allocator, so the rates here are the ones its writer sees.
+#[cfg(feature = "bench-alloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 1_000;
 
 /// User + system CPU time of this process (all threads) in seconds; `None` off Linux.

@@ -149,3 +149,32 @@ async fn write_with_returns_the_callers_error() {
         0
     );
 }
+
+/// A failing reader must not leave its pooled connection inside a read transaction: that
+/// connection would keep serving its old snapshot and never see later commits.
+#[tokio::test]
+async fn a_failed_read_leaves_no_stale_snapshot_behind() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    for i in 0..12usize {
+        let failed = db
+            .read(|r| {
+                r.list_notifications(&NotificationFilter::default())?;
+                Err::<(), _>(StorageError::Task("reader gave up".into()))
+            })
+            .await;
+        assert!(failed.is_err());
+        db.write(move |tx| tx.insert_notification(&new_notification(i)))
+            .await
+            .unwrap();
+        let seen = db
+            .list_notifications(NotificationFilter::default())
+            .await
+            .unwrap()
+            .total;
+        assert_eq!(
+            seen,
+            i as u64 + 1,
+            "a pooled connection read an old snapshot"
+        );
+    }
+}

@@ -83,6 +83,18 @@ async fn version_1_fixture_upgrades_in_place_keeping_data() {
         .await
         .unwrap();
     assert_eq!(webhooks, 0);
+    // version 4: the event log's received_at index is gone (retention walks seq instead)
+    let received_at_index: i64 = db
+        .read(|r| {
+            Ok(r.connection().query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'idx_events_received_at'",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(received_at_index, 0);
     drop(db);
     assert_eq!(user_version(&path), LATEST_SCHEMA_VERSION);
 }
