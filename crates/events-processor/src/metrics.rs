@@ -11,6 +11,9 @@ pub const PROJECTED: &str = "notifications_projected_total";
 pub const DEAD_LETTERED: &str = "events_dead_lettered_total";
 /// Counter: pending entries found trimmed from the Redis stream and acked.
 pub const TRIMMED_PENDING: &str = "events_trimmed_pending_total";
+/// Counter: batches committed on the careful path (a savepoint per entry) because an entry
+/// of the optimistic attempt needed its own writes undone.
+pub const CAREFUL_BATCHES: &str = "processor_careful_batches_total";
 /// Histogram: seconds from decoding a batch to its ack.
 pub const BATCH_SECONDS: &str = "processor_batch_seconds";
 /// Gauge: entries in the stream not yet processed by the group.
@@ -25,6 +28,10 @@ pub fn describe() {
     metrics::describe_counter!(
         TRIMMED_PENDING,
         "pending entries trimmed from the stream before processing"
+    );
+    metrics::describe_counter!(
+        CAREFUL_BATCHES,
+        "batches re-run with a savepoint per entry after an entry failed"
     );
     metrics::describe_histogram!(
         BATCH_SECONDS,

@@ -222,11 +222,19 @@ impl<S: Source> Processor<S> {
         tracing::info!(source = %self.source.describe(), pipeline = ?self.pipeline.names(), "processor started");
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
         let mut next_lag = Instant::now();
-        while !cancel.is_cancelled() {
-            let read = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                read = self.source.read_batch(self.config.batch_size) => read,
+        // Entries read ahead while the previous batch was committing.
+        // They are processed even after `cancel` (graceful shutdown finishes what it read),
+        // but nothing more is read ahead then.
+        let mut ahead: Vec<SourceEntry> = Vec::new();
+        while !cancel.is_cancelled() || !ahead.is_empty() {
+            let read = if ahead.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    read = self.source.read_batch(self.config.batch_size) => read,
+                }
+            } else {
+                Ok(std::mem::take(&mut ahead))
             };
             let entries = match read {
                 Ok(entries) => entries,
@@ -245,9 +253,12 @@ impl<S: Source> Processor<S> {
                 .store(self.source.is_connected(), Ordering::Relaxed);
             backoff.reset();
             if !entries.is_empty() {
-                let Some(report) = self.process_batch(entries, &cancel).await else {
+                let read_ahead = !cancel.is_cancelled();
+                let Some((report, next)) = self.run_batch(entries, &cancel, read_ahead).await
+                else {
                     break;
                 };
+                ahead = next;
                 tracing::debug!(?report, "batch committed");
             }
             if Instant::now() >= next_lag {
@@ -274,6 +285,21 @@ impl<S: Source> Processor<S> {
         entries: Vec<SourceEntry>,
         cancel: &CancellationToken,
     ) -> Option<BatchReport> {
+        self.run_batch(entries, cancel, false)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// [`Processor::process_batch`], optionally reading the next entries
+    /// ([`Source::read_ahead`]) while this batch commits: on two cores the transport round
+    /// trip and decoding then overlap the SQLite work instead of following it. Returns the
+    /// entries read ahead (not yet processed) with the report.
+    async fn run_batch(
+        &mut self,
+        entries: Vec<SourceEntry>,
+        cancel: &CancellationToken,
+        read_ahead: bool,
+    ) -> Option<(BatchReport, Vec<SourceEntry>)> {
         let started = Instant::now();
         let prepared: Arc<Vec<Prepared>> = Arc::new(
             entries
@@ -290,13 +316,31 @@ impl<S: Source> Processor<S> {
                 .collect(),
         );
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
+        let first = self.commit(Arc::clone(&prepared));
+        let (mut attempt, ahead) = if read_ahead {
+            let (committed, ahead) =
+                tokio::join!(first, self.source.read_ahead(self.config.batch_size));
+            let ahead = ahead.unwrap_or_else(|e| {
+                // the ordinary read after this batch retries (and backs off) as usual
+                tracing::debug!(error = %error_chain(&e), "reading ahead failed");
+                None
+            });
+            (Some(committed), ahead.unwrap_or_default())
+        } else {
+            (Some(first.await), Vec::new())
+        };
         let outcomes = loop {
-            match self.commit(Arc::clone(&prepared)).await {
+            let committed = match attempt.take() {
+                Some(committed) => committed,
+                None => self.commit(Arc::clone(&prepared)).await,
+            };
+            match committed {
                 Ok(outcomes) => break outcomes,
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "committing a batch failed");
                     if cancel.is_cancelled() {
+                        // `ahead` stays unacked: delivered again after a restart
                         return None;
                     }
                     sleep_or_cancel(delay, cancel).await;
@@ -374,7 +418,7 @@ impl<S: Source> Processor<S> {
                 }
             }
         }
-        Some(report)
+        Some((report, ahead))
     }
 
     fn retry_delay(&self, delivery_count: u64) -> Duration {
@@ -389,64 +433,138 @@ impl<S: Source> Processor<S> {
 
     /// The batch transaction. Returns a `'static` future (it holds no borrow of `self`),
     /// so a `Processor` is `Send` whenever its source is, without the source being `Sync`.
+    ///
+    /// Optimistic first: the batch runs without a savepoint per entry, because a savepoint
+    /// makes SQLite copy every page an entry touches into the statement journal (a large
+    /// part of the writer's time in the benchmark profile). Nearly every entry succeeds; when
+    /// one needs its own writes undone (it failed, or turned out to be a duplicate event id
+    /// after projecting), that attempt is rolled back whole and the batch runs again with a
+    /// savepoint per entry, which gives exactly the per-entry outcomes of the careful path.
     fn commit(
         &self,
         prepared: Arc<Vec<Prepared>>,
     ) -> impl Future<Output = Result<Vec<Outcome>>> + Send + 'static {
+        let batch = BatchWriter {
+            handle: tokio::runtime::Handle::current(),
+            catalog: Arc::clone(&self.catalog),
+            pipeline: self.pipeline.clone(),
+            checkpoint: self.source.checkpoint(),
+            max_deliveries: self.config.max_deliveries,
+            prepared,
+        };
         let db = self.db.clone();
-        let handle = tokio::runtime::Handle::current();
-        let catalog = Arc::clone(&self.catalog);
-        let pipeline = self.pipeline.clone();
-        let checkpoint = self.source.checkpoint();
-        let max_deliveries = self.config.max_deliveries;
         async move {
-            db.write_with(move |tx| {
-                let mut outcomes = Vec::with_capacity(prepared.len());
-                let mut settled_seqs = HashSet::new();
-                for p in prepared.iter() {
-                    let outcome = process_entry(
-                        tx,
-                        &handle,
-                        &catalog,
-                        &pipeline,
-                        &checkpoint,
-                        p,
-                        max_deliveries,
-                    )?;
-                    if let (false, Some(seq)) = (
-                        matches!(outcome, Outcome::Retry(_)),
-                        entry_seq(&p.entry.entry_id),
-                    ) {
-                        settled_seqs.insert(seq);
-                    }
-                    outcomes.push(outcome);
+            let batch = Arc::new(batch);
+            let optimistic = Arc::clone(&batch);
+            match db
+                .write_with(move |tx| optimistic.write(tx, Isolation::Batch))
+                .await
+            {
+                Ok(outcomes) => Ok(outcomes),
+                Err(Attempt::Failed(e)) => Err(e),
+                Err(Attempt::NeedsEntrySavepoints) => {
+                    metrics::counter!(m::CAREFUL_BATCHES).increment(1);
+                    db.write_with(move |tx| batch.write(tx, Isolation::PerEntry))
+                        .await
+                        .map_err(Attempt::into_error)
                 }
-                let offset = checkpoint.safe_offset(|seq| settled_seqs.contains(&seq));
-                if let (Checkpoint::Offset { stream, group, .. }, Some(offset @ 1..)) =
-                    (&checkpoint, offset)
-                {
-                    tx.set_consumer_offset(stream, group, &format!("{offset}-0"))?;
-                }
-                Ok::<_, Error>(outcomes)
-            })
-            .await
+            }
         }
     }
 }
 
-/// One entry inside the batch transaction, under its own savepoint so that a failure
-/// rolls back only this entry's writes. Errors returned from here abort the whole batch
-/// (they are storage failures outside any single entry's control).
+/// How the writes of one entry are isolated from the rest of its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// No savepoints: an entry that needs its writes undone aborts the attempt.
+    Batch,
+    /// A savepoint per entry: a failing entry rolls back alone.
+    PerEntry,
+}
+
+/// Why a batch attempt did not commit.
+enum Attempt {
+    /// An entry needs its own writes rolled back: run again with [`Isolation::PerEntry`].
+    NeedsEntrySavepoints,
+    /// Storage failed (retried by the caller with backoff).
+    Failed(Error),
+}
+
+impl Attempt {
+    fn into_error(self) -> Error {
+        match self {
+            Self::Failed(e) => e,
+            // `PerEntry` never asks for savepoints it already has.
+            Self::NeedsEntrySavepoints => {
+                Error::Aborted("internal: per-entry pass asked for savepoints".into())
+            }
+        }
+    }
+}
+
+impl From<StorageError> for Attempt {
+    fn from(e: StorageError) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+impl From<Error> for Attempt {
+    fn from(e: Error) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// Everything one batch transaction needs, shared by its optimistic and careful attempts.
+struct BatchWriter {
+    handle: tokio::runtime::Handle,
+    catalog: Arc<EventCatalog>,
+    pipeline: Pipeline,
+    checkpoint: Checkpoint,
+    max_deliveries: u64,
+    prepared: Arc<Vec<Prepared>>,
+}
+
+impl BatchWriter {
+    fn write(
+        &self,
+        tx: &mut WriteTx<'_>,
+        isolation: Isolation,
+    ) -> std::result::Result<Vec<Outcome>, Attempt> {
+        let mut outcomes = Vec::with_capacity(self.prepared.len());
+        let mut settled_seqs = HashSet::new();
+        for p in self.prepared.iter() {
+            let outcome = process_entry(tx, self, p, isolation)?;
+            if let (false, Some(seq)) = (
+                matches!(outcome, Outcome::Retry(_)),
+                entry_seq(&p.entry.entry_id),
+            ) {
+                settled_seqs.insert(seq);
+            }
+            outcomes.push(outcome);
+        }
+        let offset = self
+            .checkpoint
+            .safe_offset(|seq| settled_seqs.contains(&seq));
+        if let (Checkpoint::Offset { stream, group, .. }, Some(offset @ 1..)) =
+            (&self.checkpoint, offset)
+        {
+            tx.set_consumer_offset(stream, group, &format!("{offset}-0"))?;
+        }
+        Ok(outcomes)
+    }
+}
+
+/// One entry inside the batch transaction. With [`Isolation::PerEntry`] it runs under its
+/// own savepoint so that a failure rolls back only this entry's writes; with
+/// [`Isolation::Batch`] such an entry aborts the attempt instead. Storage errors abort the
+/// whole batch (they are outside any single entry's control).
 fn process_entry(
     tx: &mut WriteTx<'_>,
-    handle: &tokio::runtime::Handle,
-    catalog: &EventCatalog,
-    pipeline: &Pipeline,
-    checkpoint: &Checkpoint,
+    batch: &BatchWriter,
     p: &Prepared,
-    max_deliveries: u64,
-) -> Result<Outcome> {
-    let stream = checkpoint.stream();
+    isolation: Isolation,
+) -> std::result::Result<Outcome, Attempt> {
+    let stream = batch.checkpoint.stream();
     let entry = &p.entry;
     if tx.is_processed(stream, &entry.entry_id)? {
         return Ok(Outcome::Skipped);
@@ -469,12 +587,20 @@ fn process_entry(
     };
     let event = match &p.decoded {
         Ok(event) => event.clone(),
-        Err(reason) => return dead_letter(tx, reason.clone()),
+        Err(reason) => return Ok(dead_letter(tx, reason.clone())?),
     };
 
+    if isolation == Isolation::Batch {
+        return match run_entry(tx, batch, stream, entry, event) {
+            EntryResult::Done(outcome) => Ok(outcome),
+            EntryResult::DuplicateId | EntryResult::Failed { .. } => {
+                Err(Attempt::NeedsEntrySavepoints)
+            }
+        };
+    }
     // Cached statements: parsing these three per event showed up in the profile.
     savepoint(tx, "SAVEPOINT entry")?;
-    let result = run_entry(tx, handle, catalog, pipeline, stream, entry, event);
+    let result = run_entry(tx, batch, stream, entry, event);
     if let EntryResult::Done(outcome) = result {
         savepoint(tx, "RELEASE entry")?;
         return Ok(outcome);
@@ -482,7 +608,7 @@ fn process_entry(
     savepoint(tx, "ROLLBACK TO entry")?;
     savepoint(tx, "RELEASE entry")?;
     match result {
-        EntryResult::Done(_) => unreachable_outcome(),
+        EntryResult::Done(_) => Ok(unreachable_outcome()?),
         EntryResult::DuplicateId => {
             // the same event id (or idempotency key) is already logged: a duplicate emit.
             // Its projection was rolled back with the savepoint; only the mark stays.
@@ -490,10 +616,10 @@ fn process_entry(
             Ok(Outcome::Dropped { duplicate: true })
         }
         EntryResult::Failed { reason, retryable } => {
-            if retryable && entry.delivery_count < max_deliveries {
+            if retryable && entry.delivery_count < batch.max_deliveries {
                 Ok(Outcome::Retry(reason))
             } else {
-                dead_letter(tx, reason)
+                Ok(dead_letter(tx, reason)?)
             }
         }
     }
@@ -515,13 +641,12 @@ enum EntryResult {
 /// savepoint on `Done` and rolls it back otherwise.
 fn run_entry(
     tx: &mut WriteTx<'_>,
-    handle: &tokio::runtime::Handle,
-    catalog: &EventCatalog,
-    pipeline: &Pipeline,
+    batch: &BatchWriter,
     stream: &str,
     entry: &SourceEntry,
     event: EventEnvelope,
 ) -> EntryResult {
+    let (handle, catalog, pipeline) = (&batch.handle, &*batch.catalog, &batch.pipeline);
     let storage = |e: StorageError| EntryResult::Failed {
         reason: format!("storage error: {}", error_chain(&e)),
         retryable: true,

@@ -266,6 +266,12 @@ impl RedisStreamSource {
             block = block.min(t.saturating_duration_since(now));
         }
         let block_ms = (block.as_millis() as u64).max(1);
+        self.read_new(max, Some(block_ms)).await
+    }
+
+    /// `XREADGROUP ... >`: entries never delivered to the group, waiting up to `block_ms`
+    /// for some (`None` = answer at once).
+    async fn read_new(&mut self, max: usize, block_ms: Option<u64>) -> Result<Vec<SourceEntry>> {
         let clients = self.connect().await?;
         let reply = clients
             .reader
@@ -273,7 +279,7 @@ impl RedisStreamSource {
                 self.config.group.as_str(),
                 self.config.consumer.as_str(),
                 Some(max as u64),
-                Some(block_ms),
+                block_ms,
                 false,
                 self.config.stream.as_str(),
                 ">",
@@ -422,6 +428,19 @@ impl Source for RedisStreamSource {
 
     async fn read_batch(&mut self, max: usize) -> Result<Vec<SourceEntry>> {
         self.read_inner(max).await
+    }
+
+    async fn read_ahead(&mut self, max: usize) -> Result<Option<Vec<SourceEntry>>> {
+        // Only plain new entries: while own pending entries are being re-read (after a
+        // restart, a reconnect or a retry) or a claim is due, the next read must be the
+        // ordinary one, or entries of the batch in flight would be delivered again.
+        if self.pending_cursor.is_some()
+            || self.clients.is_none()
+            || Instant::now() >= self.next_claim
+        {
+            return Ok(None);
+        }
+        self.read_new(max.max(1), None).await.map(Some)
     }
 
     async fn ack(&mut self, ids: &[String]) -> Result<()> {

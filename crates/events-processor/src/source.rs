@@ -87,6 +87,20 @@ pub trait Source: Send + 'static {
     /// Read up to `max` entries, waiting a bounded time when none are available.
     fn read_batch(&mut self, max: usize) -> impl Future<Output = Result<Vec<SourceEntry>>> + Send;
 
+    /// Read up to `max` further entries *without waiting*, while the batch read last is
+    /// still being committed (the processor overlaps the two). `Ok(None)` when the source
+    /// cannot read ahead right now — for instance while it re-delivers entries it already
+    /// owns, which would include the batch in flight — and the processor then reads
+    /// normally after the commit. Entries returned here follow the same contract as
+    /// [`Source::read_batch`]'s. The default never reads ahead.
+    fn read_ahead(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<SourceEntry>>>> + Send {
+        let _ = max;
+        async { Ok(None) }
+    }
+
     /// Acknowledge settled entries (after the commit). Idempotent.
     fn ack(&mut self, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
 

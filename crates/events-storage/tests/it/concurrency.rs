@@ -178,3 +178,53 @@ async fn a_failed_read_leaves_no_stale_snapshot_behind() {
         );
     }
 }
+
+/// The writer leaves checkpoints to a background thread: the WAL is copied back into the
+/// database and restarted while batches keep coming, instead of growing until the writer's
+/// own (far higher) backstop threshold.
+#[tokio::test]
+async fn the_background_checkpointer_keeps_the_wal_small() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    for round in 0..6usize {
+        for batch in 0..5usize {
+            db.write(move |tx| {
+                for i in 0..200 {
+                    tx.insert_notification(&new_notification(round * 10_000 + batch * 1000 + i))?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        // let the checkpointer run (it waits 250 ms after a wake-up)
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+    let size = |suffix: &str| {
+        let mut name = db.path().as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::metadata(name).map(|m| m.len()).unwrap_or(0)
+    };
+    let (db_bytes, wal_bytes) = (size(""), size("-wal"));
+    let logical_bytes: i64 = db
+        .read(|r| {
+            Ok(r.connection().query_row(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                [],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    let logical_bytes = u64::try_from(logical_bytes).unwrap();
+    // Checkpointed: the database file itself holds (nearly) all pages, not just the WAL.
+    assert!(
+        db_bytes * 10 >= logical_bytes * 9,
+        "database file {db_bytes} bytes of {logical_bytes}: never checkpointed?"
+    );
+    // Restarted: 30 commits rewrote their index pages again and again; a WAL that was
+    // never reset would be several times the database by now.
+    assert!(
+        wal_bytes < logical_bytes,
+        "WAL {wal_bytes} bytes vs {logical_bytes} of data: never restarted?"
+    );
+}
