@@ -9,9 +9,9 @@ use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
     types::{
-        Builder, Key, Value,
+        Builder, Value,
         config::Config,
-        streams::{XCap, XReadResponse},
+        streams::XCap,
     },
 };
 
@@ -78,19 +78,41 @@ pub(crate) async fn consume_and_ack(
             Instant::now() < deadline,
             "raw consumer acked {acked} of {total} entries within {timeout:?}"
         );
-        let response: XReadResponse<Key, String, Key, Value> = reader
-            .xreadgroup_map(group, "raw", Some(1000), Some(100), false, stream, ">")
+        let reply: Value = reader
+            .xreadgroup(group, "raw", Some(1000), Some(100), false, stream, ">")
             .await?;
-        for (_, entries) in response {
-            if entries.is_empty() {
-                continue;
-            }
-            let ids: Vec<String> = entries.into_iter().map(|(id, _)| id).collect();
-            let n: u64 = acker.xack(stream, group, ids).await?;
-            acked += n;
+        let ids = entry_ids(reply);
+        if ids.is_empty() {
+            continue;
         }
+        let n: u64 = acker.xack(stream, group, ids).await?;
+        acked += n;
     }
     Ok(Instant::now())
+}
+
+/// The entry ids of an `XREADGROUP` reply, fields untouched (the ceiling does no work on
+/// them). fred's typed `xreadgroup_map` occasionally failed here with "Cannot convert to
+/// map", so the reply is walked by hand: RESP2 `[[key, entries], ...]`, or a RESP3 map
+/// flattened to `[key, entries, ...]`; each entry is `[id, fields]`.
+fn entry_ids(reply: Value) -> Vec<String> {
+    if reply.is_null() {
+        return Vec::new();
+    }
+    let streams = reply.into_array();
+    let entry_lists: Vec<Value> = if streams.first().is_some_and(|v| v.is_array()) {
+        streams
+            .into_iter()
+            .filter_map(|s| s.into_array().into_iter().nth(1))
+            .collect()
+    } else {
+        streams.into_iter().skip(1).step_by(2).collect()
+    };
+    entry_lists
+        .into_iter()
+        .flat_map(Value::into_array)
+        .filter_map(|entry| entry.into_array().into_iter().next()?.as_string())
+        .collect()
 }
 
 /// Plain SQLite: `count` rows of `row_bytes`-sized JSON text, one transaction and one cached

@@ -89,7 +89,7 @@ fn open_writer(path: &Path) -> Result<(Connection, String)> {
     // event-log indexes hot between batches.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(&err)?;
-    conn.pragma_update(None, "cache_size", -32_768)
+    conn.pragma_update(None, "cache_size", -65_536)
         .map_err(&err)?;
     // Checkpoints run on a background thread (see `spawn_checkpointer`), so the writer does
     // not copy pages back and fsync inside its commits. This threshold (~200 MiB of WAL) is
@@ -657,12 +657,12 @@ impl WriteTx<'_> {
 
     /// Records `(stream, entry_id)` as processed; `false` if it already was (skip the entry).
     pub fn mark_processed(&mut self, stream: &str, entry_id: &str) -> Result<bool> {
-        embedded::mark_processed(self.conn(), stream, entry_id)
+        embedded::mark_processed(self.conn(), stream, entry_id, &self.received_at)
     }
 
     /// Appends an entry to an embedded stream; returns its id (`"42-0"`).
     pub fn embedded_append(&mut self, stream: &str, fields: &[(String, String)]) -> Result<String> {
-        embedded::append(self.conn(), stream, fields)
+        embedded::append(self.conn(), stream, fields, &self.received_at)
     }
 
     /// Stores `group`'s position on `stream` (in the same transaction as the batch's effects,

@@ -39,10 +39,12 @@ fn format_entry_id(n: i64) -> String {
     format!("{n}-0")
 }
 
+/// `created_at` is the write transaction's time stamp, formatted once per transaction.
 pub(crate) fn append(
     conn: &Connection,
     stream: &str,
     fields: &[(String, String)],
+    created_at: &str,
 ) -> Result<String> {
     let text = serde_json::to_string(fields).map_err(|source| StorageError::Json {
         field: "fields",
@@ -51,7 +53,7 @@ pub(crate) fn append(
     conn.prepare_cached(
         "INSERT INTO stream_entries (stream, fields, created_at) VALUES (?1, ?2, ?3)",
     )?
-    .execute(params![stream, text, timefmt::format(timefmt::now())])?;
+    .execute(params![stream, text, created_at])?;
     Ok(format_entry_id(conn.last_insert_rowid()))
 }
 
@@ -104,13 +106,19 @@ pub(crate) fn offset(conn: &Connection, stream: &str, group: &str) -> Result<Opt
         .optional()?)
 }
 
-pub(crate) fn mark_processed(conn: &Connection, stream: &str, entry_id: &str) -> Result<bool> {
+/// `processed_at` is the write transaction's time stamp, formatted once per transaction.
+pub(crate) fn mark_processed(
+    conn: &Connection,
+    stream: &str,
+    entry_id: &str,
+    processed_at: &str,
+) -> Result<bool> {
     let inserted = conn
         .prepare_cached(
             "INSERT INTO processed_entries (stream, entry_id, processed_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT DO NOTHING",
         )?
-        .execute(params![stream, entry_id, timefmt::format(timefmt::now())])?;
+        .execute(params![stream, entry_id, processed_at])?;
     Ok(inserted > 0)
 }
 
