@@ -8,11 +8,7 @@ use anyhow::Context;
 use fred::{
     clients::Client,
     interfaces::{ClientLike, StreamsInterface},
-    types::{
-        Builder, Value,
-        config::Config,
-        streams::XCap,
-    },
+    types::{Builder, Value, config::Config, streams::XCap},
 };
 
 /// A fred client with default settings, connected.
