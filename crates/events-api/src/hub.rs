@@ -94,7 +94,12 @@ pub fn event_push_json(seq: i64, epoch: &str, event: &EventEnvelope) -> String {
 }
 
 struct Inner {
-    sender: broadcast::Sender<Arc<Push>>,
+    /// Event pushes (WS `events:<glob>` topics, SSE).
+    events: broadcast::Sender<Arc<Push>>,
+    /// Notification pushes (WS `notifications` topic). A channel of its own so that a
+    /// connection subscribed to one kind is never woken for the other: with 20,000
+    /// notification subscribers every event push used to cost 20,000 task wake-ups.
+    notifications: broadcast::Sender<Arc<Push>>,
     pending: Mutex<Vec<NotificationChange>>,
     wake: Notify,
     epoch: Arc<str>,
@@ -113,7 +118,11 @@ impl std::fmt::Debug for PushHub {
         f.debug_struct("PushHub")
             .field("epoch", &self.inner.epoch)
             .field("published_seq", &self.published_seq())
-            .field("receivers", &self.inner.sender.receiver_count())
+            .field("event_receivers", &self.inner.events.receiver_count())
+            .field(
+                "notification_receivers",
+                &self.inner.notifications.receiver_count(),
+            )
             .finish()
     }
 }
@@ -123,10 +132,12 @@ impl PushHub {
     /// (normally the log's current maximum: clients that want older events replay them).
     /// `capacity` is the per-connection queue bound.
     pub fn new(epoch: impl Into<Arc<str>>, start_seq: i64, capacity: usize) -> Self {
-        let (sender, _) = broadcast::channel(capacity.max(1));
+        let (events, _) = broadcast::channel(capacity.max(1));
+        let (notifications, _) = broadcast::channel(capacity.max(1));
         Self {
             inner: Arc::new(Inner {
-                sender,
+                events,
+                notifications,
                 pending: Mutex::new(Vec::new()),
                 wake: Notify::new(),
                 epoch: epoch.into(),
@@ -146,9 +157,14 @@ impl PushHub {
         self.inner.published_seq.load(Ordering::Acquire)
     }
 
-    /// A new receiver for a connection; it sees every push sent from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Push>> {
-        self.inner.sender.subscribe()
+    /// A new receiver of event pushes; it sees every event published from now on.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Arc<Push>> {
+        self.inner.events.subscribe()
+    }
+
+    /// A new receiver of notification pushes; it sees every one sent from now on.
+    pub fn subscribe_notifications(&self) -> broadcast::Receiver<Arc<Push>> {
+        self.inner.notifications.subscribe()
     }
 
     /// Pushes dropped because the hub's own work queue was full.
@@ -178,14 +194,18 @@ impl PushHub {
     }
 
     fn send(&self, push: Push) {
+        let channel = match push.kind {
+            PushKind::Event { .. } => &self.inner.events,
+            PushKind::Notification => &self.inner.notifications,
+        };
         // No receivers is not an error: nobody is listening right now.
-        let _ = self.inner.sender.send(Arc::new(push));
+        let _ = channel.send(Arc::new(push));
     }
 
     /// Publishes a committed event (called in `seq` order by the processor).
     pub fn publish_event(&self, seq: i64, event: &EventEnvelope) {
         // Nobody listening: skip the serialisation, but remember how far the log went.
-        if self.inner.sender.receiver_count() > 0 {
+        if self.inner.events.receiver_count() > 0 {
             let json = event_push_json(seq, self.epoch(), event);
             self.send(Push {
                 kind: PushKind::Event {
@@ -221,7 +241,7 @@ impl PushHub {
 
     async fn publish_notifications(&self, db: &EventDb, changes: Vec<NotificationChange>) {
         // Nobody listening: nothing to fetch (a client connecting later resyncs over REST).
-        if self.inner.sender.receiver_count() == 0 {
+        if self.inner.notifications.receiver_count() == 0 {
             return;
         }
         // One push per row per wake-up: the row fetched now is the newest state anyway.

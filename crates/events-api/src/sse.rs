@@ -93,7 +93,7 @@ pub(crate) async fn stream(
     };
     let glob = params.event_type.filter(|glob| !glob.is_empty());
     // Subscribe before reading anything, so nothing published from now on is missed.
-    let receiver = state.hub.subscribe();
+    let receiver = state.hub.subscribe_events();
     let start = resume.unwrap_or_else(|| state.hub.published_seq());
     let (sender, mut frames) = mpsc::channel(BUFFER);
     let heartbeat = state.limits.sse_heartbeat;

@@ -8,6 +8,7 @@
 //! are answered with `{"type":"error",...}`, never with a disconnect.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -104,6 +105,11 @@ impl Subscriptions {
         }
     }
 
+    /// Whether any `events:<glob>` topic is subscribed.
+    fn wants_events(&self) -> bool {
+        !self.globs.is_empty()
+    }
+
     fn list(&self) -> Vec<String> {
         self.topics.iter().cloned().collect()
     }
@@ -168,7 +174,10 @@ fn close(code: u16, reason: &'static str) -> Message {
 
 async fn connection(socket: WebSocket, state: AppState) {
     metrics::gauge!("events_ws_connections").increment(1.0);
-    let mut receiver = state.hub.subscribe();
+    // A receiver per push kind, held only while a topic of that kind is subscribed, so the
+    // connection is woken only for pushes it may want.
+    let mut events: Option<broadcast::Receiver<Arc<Push>>> = None;
+    let mut notifications: Option<broadcast::Receiver<Arc<Push>>> = None;
     let (mut sink, mut stream) = socket.split();
     let mut subscriptions = Subscriptions::new();
     let ping_every = state.limits.ws_ping_interval;
@@ -187,14 +196,16 @@ async fn connection(socket: WebSocket, state: AppState) {
     }
 
     loop {
-        tokio::select! {
+        let received = tokio::select! {
             () = shutdown.cancelled() => {
                 let _ = timeout(send_timeout, sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down"))).await;
                 break;
             }
-            incoming = stream.next() => match incoming {
+            incoming = stream.next() => { match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let answer = subscriptions.handle(text.as_str());
+                    follow(&mut events, subscriptions.wants_events(), || state.hub.subscribe_events());
+                    follow(&mut notifications, subscriptions.notifications, || state.hub.subscribe_notifications());
                     send!(reply(&answer));
                 }
                 Some(Ok(Message::Binary(_))) => {
@@ -206,29 +217,69 @@ async fn connection(socket: WebSocket, state: AppState) {
                 // axum answers pings itself; pongs only prove liveness.
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-            },
-            received = receiver.recv() => match received {
-                Ok(push) => {
-                    if subscriptions.wants(&push) {
-                        send!(Message::Text(push.json.clone()));
-                    }
+            }; continue; }
+            received = next_push(&mut events) => received,
+            received = next_push(&mut notifications) => received,
+            _ = ping.tick() => { send!(Message::Ping(Default::default())); continue; }
+        };
+        match received {
+            Ok(push) => {
+                if subscriptions.wants(&push) {
+                    send!(Message::Text(push.json.clone()));
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    metrics::counter!("events_ws_slow_client_closed_total").increment(1);
-                    tracing::info!(missed, "websocket client fell behind its queue; closing with 1013");
-                    let _ = timeout(send_timeout, sink.send(close(CLOSE_TRY_AGAIN_LATER, "client too slow; resync over REST"))).await;
-                    break;
-                }
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = timeout(send_timeout, sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down"))).await;
-                    break;
-                }
-            },
-            _ = ping.tick() => send!(Message::Ping(Default::default())),
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                metrics::counter!("events_ws_slow_client_closed_total").increment(1);
+                tracing::info!(
+                    missed,
+                    "websocket client fell behind its queue; closing with 1013"
+                );
+                let _ = timeout(
+                    send_timeout,
+                    sink.send(close(
+                        CLOSE_TRY_AGAIN_LATER,
+                        "client too slow; resync over REST",
+                    )),
+                )
+                .await;
+                break;
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                let _ = timeout(
+                    send_timeout,
+                    sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down")),
+                )
+                .await;
+                break;
+            }
         }
     }
-    drop(receiver);
+    drop((events, notifications));
     metrics::gauge!("events_ws_connections").decrement(1.0);
+}
+
+/// Holds a receiver while `wanted`, subscribing when it becomes wanted and dropping it
+/// (which releases its place in the channel) when it no longer is.
+fn follow(
+    receiver: &mut Option<broadcast::Receiver<Arc<Push>>>,
+    wanted: bool,
+    subscribe: impl FnOnce() -> broadcast::Receiver<Arc<Push>>,
+) {
+    match (wanted, receiver.is_some()) {
+        (true, false) => *receiver = Some(subscribe()),
+        (false, true) => *receiver = None,
+        _ => {}
+    }
+}
+
+/// The next push of `receiver`, or never when there is none (an unsubscribed kind).
+async fn next_push(
+    receiver: &mut Option<broadcast::Receiver<Arc<Push>>>,
+) -> Result<Arc<Push>, broadcast::error::RecvError> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether a connection wants a push (exposed to the crate's tests).
