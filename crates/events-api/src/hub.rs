@@ -305,3 +305,35 @@ impl PushSink for PushHub {
         self.publish_event(seq, event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection subscribed to one kind of push must never be woken for the other: the
+    /// fan-out cost of an event push would otherwise be paid by every notification client.
+    #[test]
+    fn each_kind_of_push_has_its_own_channel() {
+        let hub = PushHub::new("epoch", 0, 16);
+        let mut notifications = hub.subscribe_notifications();
+        let mut events = hub.subscribe_events();
+        hub.publish_event(1, &EventEnvelope::new("job.completed", "test"));
+        assert!(matches!(
+            notifications.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        let push = events.try_recv().expect("event push");
+        assert!(matches!(push.kind, PushKind::Event { seq: 1, .. }));
+        assert_eq!(hub.published_seq(), 1);
+
+        hub.send(Push {
+            kind: PushKind::Notification,
+            json: Utf8Bytes::from_static("{}"),
+        });
+        assert!(notifications.try_recv().is_ok());
+        assert!(matches!(
+            events.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+    }
+}

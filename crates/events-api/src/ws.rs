@@ -306,6 +306,27 @@ mod tests {
     }
 
     #[test]
+    fn receivers_follow_the_subscriptions() {
+        let (sender, _) = broadcast::channel::<Arc<Push>>(4);
+        let mut receiver = None;
+        follow(&mut receiver, true, || sender.subscribe());
+        assert_eq!(sender.receiver_count(), 1);
+        follow(&mut receiver, true, || unreachable!("already subscribed"));
+        assert_eq!(sender.receiver_count(), 1);
+        follow(&mut receiver, false, || unreachable!("not wanted"));
+        assert_eq!(sender.receiver_count(), 0);
+        assert!(receiver.is_none());
+
+        let mut subs = Subscriptions::new();
+        subs.handle(r#"{"type":"subscribe","topics":["notifications"]}"#);
+        assert!(subs.notifications && !subs.wants_events());
+        subs.handle(r#"{"type":"subscribe","topics":["events:job.*"]}"#);
+        assert!(subs.wants_events());
+        subs.handle(r#"{"type":"unsubscribe","topics":["events:job.*"]}"#);
+        assert!(!subs.wants_events());
+    }
+
+    #[test]
     fn subscriptions_route_by_topic_and_glob() {
         let notification = Push {
             kind: PushKind::Notification,
