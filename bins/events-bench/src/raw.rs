@@ -30,17 +30,29 @@ pub(crate) async fn pipelined_xadd(
     chunk: usize,
 ) -> anyhow::Result<()> {
     for part in entries.chunks(chunk.max(1)) {
-        let pipeline = client.pipeline();
-        for fields in part {
-            let () = pipeline
+        // The same transport as `RedisProducer::emit_batch`: the chunk's last XADD goes in a
+        // pipeline of its own, queued right behind the others, so that fred buffers the rest
+        // into a few writes instead of flushing after every command. A ceiling must use the
+        // best transport the producer has, or the producer could "beat" it.
+        let Some((last, rest)) = part.split_last() else {
+            continue;
+        };
+        let (head, tail) = (client.pipeline(), client.pipeline());
+        for fields in rest {
+            let () = head
                 .xadd(stream, false, XCap::from(None::<()>), "*", fields.clone())
                 .await?;
         }
-        let replies: Vec<Value> = pipeline.all().await?;
+        let () = tail
+            .xadd(stream, false, XCap::from(None::<()>), "*", last.clone())
+            .await?;
+        // `join!` polls the head first (sending it), then queues the tail behind it.
+        let (head_replies, tail_replies) =
+            tokio::join!(head.all::<Vec<Value>>(), tail.all::<Vec<Value>>());
+        let answered = head_replies?.len() + tail_replies?.len();
         anyhow::ensure!(
-            replies.len() == part.len(),
-            "pipeline answered {} of {} XADDs",
-            replies.len(),
+            answered == part.len(),
+            "pipeline answered {answered} of {} XADDs",
             part.len()
         );
     }

@@ -334,3 +334,74 @@ async fn a_wrong_type_key_is_rejected_with_redis_message() {
         .expect_err("WRONGTYPE in a batch");
     assert!(err.to_string().contains("WRONGTYPE"), "{err}");
 }
+
+/// `emit_batch` queues each chunk as two pipelines (all but the last `XADD`, then the last)
+/// and encodes chunk N+1 while chunk N is in flight: for every chunk size and every way a
+/// batch can end (a full chunk, a chunk of one, a short chunk), entries land in event order
+/// and every receipt names the entry of its own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_boundaries_keep_order_and_receipts() {
+    let server = RedisServer::start();
+    let reader = reader(&server).await;
+    for chunk in 1..=4 {
+        let stream = format!("chunks-{chunk}");
+        let producer = RedisProducer::connect(RedisProducerConfig {
+            stream: stream.clone(),
+            batch_chunk_size: chunk,
+            ..config(&server.url())
+        })
+        .await
+        .expect("connect");
+        let mut sent = Vec::new();
+        for len in 1..=9 {
+            let events: Vec<EventEnvelope> = (0..len)
+                .map(|i| event("job.step", sent.len() + i))
+                .collect();
+            let receipts = tokio::time::timeout(BOUND, producer.emit_batch(events.clone()))
+                .await
+                .expect("batch finishes")
+                .expect("batch succeeds");
+            assert_eq!(receipts.len(), len);
+            sent.extend(events.into_iter().zip(receipts));
+        }
+        let entries = read_back(&reader, &stream).await;
+        assert_eq!(entries.len(), sent.len(), "chunk {chunk}");
+        for (i, ((stream_id, decoded), (event, receipt))) in entries.iter().zip(&sent).enumerate() {
+            assert_eq!(decoded, event, "chunk {chunk}: entry {i} is event {i}");
+            assert_eq!(&receipt.id, &event.id, "chunk {chunk}: receipt {i} id");
+            assert_eq!(
+                stream_id, &receipt.stream_id,
+                "chunk {chunk}: receipt {i} names its entry"
+            );
+        }
+    }
+}
+
+/// A rejection in a later chunk stops the batch there: the error is Redis's, and no chunk
+/// after the failing one is written (the next chunk is only ever sent after the replies of
+/// the previous one are in).
+#[tokio::test]
+async fn a_rejected_chunk_stops_the_batch() {
+    let server = RedisServer::start();
+    let reader = reader(&server).await;
+    let producer = RedisProducer::connect(RedisProducerConfig {
+        stream: "flip".into(),
+        batch_chunk_size: 10,
+        ..config(&server.url())
+    })
+    .await
+    .expect("connect");
+    // The key is a string: every XADD of the first chunk fails, none may follow.
+    let () = reader
+        .set("flip", "plain string", None, None, false)
+        .await
+        .expect("SET");
+    let err = producer
+        .emit_batch((0..35).map(|i| event("job.step", i)).collect())
+        .await
+        .expect_err("WRONGTYPE");
+    assert!(matches!(err, Error::Rejected { .. }), "{err:?}");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    let value: String = reader.get("flip").await.expect("GET");
+    assert_eq!(value, "plain string");
+}
