@@ -237,11 +237,15 @@ impl Authenticator {
     }
 
     /// The principal used for every request when auth is off.
+    ///
+    /// Built once: every request of an auth-less daemon asks for it, and two fresh `Arc`
+    /// allocations per request are pure overhead on the hot path.
     pub fn anonymous() -> Principal {
-        Principal {
+        static ANONYMOUS: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(|| Principal {
             name: Arc::from("anonymous"),
             roles: Arc::from([Role::Admin].as_slice()),
-        }
+        });
+        ANONYMOUS.clone()
     }
 }
 

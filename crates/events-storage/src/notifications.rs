@@ -299,30 +299,49 @@ impl NotificationFilter {
 
     /// `WHERE` clause (starting with `WHERE` or empty) and its parameters.
     fn where_clause(&self) -> (String, Vec<SqlValue>) {
-        let mut clauses: Vec<&str> = Vec::new();
+        self.where_clause_with(false)
+    }
+
+    /// Whether any filter other than `since` is set: only those can pull the planner away
+    /// from the `created_at` index (see [`PagePlan`]).
+    fn has_equality_filters(&self) -> bool {
+        self.level.is_some()
+            || self.domain.is_some()
+            || self.human_status.is_some()
+            || self.agent_status.is_some()
+            || self.visibility.is_some()
+    }
+
+    /// [`NotificationFilter::where_clause`]; with `unindexed`, the equality terms are written
+    /// `+column = ?`, SQLite's way of saying "do not use an index for this term", which
+    /// leaves the `created_at` index as the only candidate (the result is the same: the
+    /// bound values have the column's storage class, so dropping the affinity changes no
+    /// comparison).
+    fn where_clause_with(&self, unindexed: bool) -> (String, Vec<SqlValue>) {
+        let mut clauses: Vec<String> = Vec::new();
         let mut values: Vec<SqlValue> = Vec::new();
+        let plus = if unindexed { "+" } else { "" };
+        let mut equal = |column: &str, value: SqlValue| {
+            clauses.push(format!("{plus}{column} = ?"));
+            values.push(value);
+        };
         if let Some(level) = self.level {
-            clauses.push("level = ?");
-            values.push(SqlValue::Integer(i64::from(level.as_u8())));
+            equal("level", SqlValue::Integer(i64::from(level.as_u8())));
         }
         if let Some(domain) = &self.domain {
-            clauses.push("domain = ?");
-            values.push(SqlValue::Text(domain.clone()));
+            equal("domain", SqlValue::Text(domain.clone()));
         }
         if let Some(status) = self.human_status {
-            clauses.push("human_status = ?");
-            values.push(SqlValue::Text(status.as_str().to_owned()));
+            equal("human_status", SqlValue::Text(status.as_str().to_owned()));
         }
         if let Some(status) = self.agent_status {
-            clauses.push("agent_status = ?");
-            values.push(SqlValue::Text(status.as_str().to_owned()));
+            equal("agent_status", SqlValue::Text(status.as_str().to_owned()));
         }
         if let Some(visibility) = self.visibility {
-            clauses.push("visibility = ?");
-            values.push(SqlValue::Text(visibility.as_str().to_owned()));
+            equal("visibility", SqlValue::Text(visibility.as_str().to_owned()));
         }
         if let Some(since) = self.since {
-            clauses.push("created_at >= ?");
+            clauses.push("created_at >= ?".to_owned());
             values.push(SqlValue::Text(timefmt::format(since)));
         }
         if clauses.is_empty() {
@@ -424,10 +443,12 @@ fn encode_payload(payload: &Map<String, Value>) -> Result<String> {
     })
 }
 
+fn get_sql() -> String {
+    format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1")
+}
+
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Notification>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = ?1"
-    ))?;
+    let mut stmt = conn.prepare_cached(&get_sql())?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
         Some(row) => Ok(Some(from_row(row)?)),
@@ -435,30 +456,393 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Notification>> {
     }
 }
 
-pub(crate) fn list(conn: &Connection, filter: &NotificationFilter) -> Result<NotificationPage> {
-    let (where_sql, mut values) = filter.where_clause();
+/// `get` straight to the JSON of [`Notification`] (see [`write_row_json`]).
+fn get_json(conn: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(&get_sql())?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => {
+            let mut out = Vec::with_capacity(ROW_JSON_CAPACITY);
+            write_row_json(row, &mut out)?;
+            Ok(Some(out))
+        }
+        None => Ok(None),
+    }
+}
+
+/// How one page of a list is read; both plans return the same rows in the same order
+/// (`created_at DESC, id DESC` is a total order), they differ only in cost.
+///
+/// Without `ANALYZE` statistics SQLite assumes an equality term matches a handful of rows,
+/// so for `?human_status=unseen` it reads *every* match through that column's index and
+/// sorts them all to return 50 — about 200 ms with 100,000 unseen notifications. Walking
+/// the `created_at` index newest first and filtering instead stops after `offset + limit`
+/// matches, but reads the whole table when matches are rare (`agent_status=resolved`).
+/// `total` (which the page reports anyway) tells the two cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PagePlan {
+    /// No rows can be on the page (`limit` 0, or `offset` past the matches): no query.
+    Empty,
+    /// Let SQLite choose (no equality filters, or few matches: read them all and sort).
+    Planner,
+    /// Walk `created_at` newest first, filtering (many matches).
+    NewestFirst,
+}
+
+/// Walking newest first examines about `(offset + limit) * all / total` rows, reading the
+/// matches through their index about `total`; prefer the walk when it is cheaper by this
+/// factor, which leaves room for matches that cluster among the older rows.
+const NEWEST_FIRST_MARGIN: u128 = 4;
+
+/// The shared first half of `list` and `list_json`: the match count, then which plan.
+struct PageQuery {
+    total: u64,
+    limit: u32,
+    offset: u32,
+    plan: PagePlan,
+}
+
+fn count(conn: &Connection, where_sql: &str, values: &[SqlValue]) -> Result<u64> {
     let total: i64 = conn
         .prepare_cached(&format!("SELECT count(*) FROM notifications {where_sql}"))?
         .query_row(params_from_iter(values.iter()), |r| r.get(0))?;
+    Ok(u64::try_from(total).unwrap_or(0))
+}
+
+fn plan_page(conn: &Connection, filter: &NotificationFilter) -> Result<PageQuery> {
+    let (where_sql, values) = filter.where_clause();
+    let total = count(conn, &where_sql, &values)?;
     let limit = filter.effective_limit();
     let offset = filter.offset.unwrap_or(0);
-    values.push(SqlValue::Integer(i64::from(limit)));
-    values.push(SqlValue::Integer(i64::from(offset)));
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications {where_sql} \
-         ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-    ))?;
-    let mut rows = stmt.query(params_from_iter(values.iter()))?;
-    let mut notifications = Vec::new();
-    while let Some(row) = rows.next()? {
-        notifications.push(from_row(row)?);
-    }
-    Ok(NotificationPage {
-        notifications,
-        total: u64::try_from(total).unwrap_or(0),
+    let plan = if limit == 0 || u64::from(offset) >= total {
+        PagePlan::Empty
+    } else if filter.has_equality_filters() {
+        let all = count(conn, "", &[])?;
+        let wanted = u128::from(offset) + u128::from(limit);
+        if NEWEST_FIRST_MARGIN * wanted * u128::from(all) <= u128::from(total) * u128::from(total) {
+            PagePlan::NewestFirst
+        } else {
+            PagePlan::Planner
+        }
+    } else {
+        PagePlan::Planner
+    };
+    Ok(PageQuery {
+        total,
         limit,
         offset,
+        plan,
     })
+}
+
+/// Runs the page query of `page`, handing each row to `each`.
+///
+/// `LIMIT` is written into the SQL as a literal (it is clamped to 0..=200, so the statement
+/// cache holds at most a few variants): SQLite 3.53 reads a bound `LIMIT ?` while planning
+/// and marks the statement to be re-prepared whenever that parameter is bound again, which
+/// showed as 10 % of the daemon's time under the `api` benchmark (a full parse per list).
+/// `OFFSET ?` is not read while planning and stays a parameter.
+fn for_each_row(
+    conn: &Connection,
+    filter: &NotificationFilter,
+    page: &PageQuery,
+    mut each: impl FnMut(&Row<'_>) -> Result<()>,
+) -> Result<()> {
+    if page.plan == PagePlan::Empty {
+        return Ok(());
+    }
+    let (where_sql, mut values) = filter.where_clause_with(page.plan == PagePlan::NewestFirst);
+    values.push(SqlValue::Integer(i64::from(page.offset)));
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM notifications {where_sql} \
+         ORDER BY created_at DESC, id DESC LIMIT {} OFFSET ?",
+        page.limit
+    ))?;
+    let mut rows = stmt.query(params_from_iter(values.iter()))?;
+    while let Some(row) = rows.next()? {
+        each(row)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn list(conn: &Connection, filter: &NotificationFilter) -> Result<NotificationPage> {
+    let page = plan_page(conn, filter)?;
+    let mut notifications = Vec::new();
+    for_each_row(conn, filter, &page, |row| {
+        notifications.push(from_row(row)?);
+        Ok(())
+    })?;
+    Ok(NotificationPage {
+        notifications,
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+/// `list` straight to the JSON of [`NotificationPage`] (see [`write_row_json`]).
+fn list_json(conn: &Connection, filter: &NotificationFilter) -> Result<Vec<u8>> {
+    let page = plan_page(conn, filter)?;
+    let rows = if page.plan == PagePlan::Empty {
+        0
+    } else {
+        page.limit as usize
+    };
+    let mut out = Vec::with_capacity(64 + rows * ROW_JSON_CAPACITY);
+    out.extend_from_slice(b"{\"notifications\":[");
+    let mut first = true;
+    for_each_row(conn, filter, &page, |row| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_row_json(row, &mut out)
+    })?;
+    out.extend_from_slice(b"],\"total\":");
+    write_display(&mut out, page.total);
+    out.extend_from_slice(b",\"limit\":");
+    write_display(&mut out, page.limit);
+    out.extend_from_slice(b",\"offset\":");
+    write_display(&mut out, page.offset);
+    out.push(b'}');
+    Ok(out)
+}
+
+impl NotificationPage {
+    /// The page [`crate::Reader::list_notifications`] returns, as the JSON its `Serialize`
+    /// writes, built straight from the rows.
+    ///
+    /// For the HTTP API: building [`Notification`]s (a dozen strings and a decoded payload
+    /// map per row) and serialising them again was a quarter of the daemon's time when
+    /// serving lists; here strings are escaped from SQLite's buffers and the stored payload
+    /// text is validated and copied, not decoded. Rows that `list_notifications` would
+    /// refuse as corrupt are refused here too.
+    pub fn read_json(reader: &crate::Reader<'_>, filter: &NotificationFilter) -> Result<Vec<u8>> {
+        list_json(reader.connection(), filter)
+    }
+}
+
+impl Notification {
+    /// [`crate::Reader::get_notification`] as the JSON its `Serialize` writes, `None` if there
+    /// is no such id; see [`NotificationPage::read_json`] for why.
+    pub fn read_json(reader: &crate::Reader<'_>, id: i64) -> Result<Option<Vec<u8>>> {
+        get_json(reader.connection(), id)
+    }
+}
+
+/// Room reserved per row of JSON (a typical notification is 600–900 bytes), so a page's
+/// buffer rarely grows while it is written.
+const ROW_JSON_CAPACITY: usize = 1024;
+
+fn write_display(out: &mut Vec<u8>, value: impl fmt::Display) {
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{value}");
+}
+
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b',');
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn write_str(out: &mut Vec<u8>, text: &str) -> Result<()> {
+    serde_json::to_writer(&mut *out, text).map_err(|source| StorageError::Json {
+        field: "notification",
+        source,
+    })
+}
+
+fn write_opt_str(out: &mut Vec<u8>, text: Option<&str>) -> Result<()> {
+    match text {
+        Some(text) => write_str(out, text),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+fn text_at<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str> {
+    row.get_ref(index)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+            .into()
+    })
+}
+
+fn opt_text_at<'r>(row: &'r Row<'_>, index: usize) -> Result<Option<&'r str>> {
+    row.get_ref(index)?.as_str_or_null().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+            .into()
+    })
+}
+
+/// Copies stored JSON text after checking it parses (and, with `object`, that it is an
+/// object), so a corrupt column fails the request as [`from_row`] does instead of breaking
+/// the response. The stored text was written by `serde_json` (compact), so copying it gives
+/// the bytes re-serialising the decoded value would.
+fn write_json_text(
+    out: &mut Vec<u8>,
+    column: &'static str,
+    text: &str,
+    object: bool,
+) -> Result<()> {
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        return Err(StorageError::corrupt(column, e.to_string()));
+    }
+    let text = text.trim_matches([' ', '\t', '\n', '\r']);
+    if object && !text.starts_with('{') {
+        // the same message as `json_object`
+        return json_object(column, text).map(|_| ());
+    }
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Whether `text` is a valid timestamp in exactly the stored form, which is then also what
+/// `serde_ts` would write for it (parsing and formatting it again changes nothing).
+fn is_stored_form(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.len() != 27 {
+        return false;
+    }
+    let digits = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let punctuation = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (26, b'Z'),
+    ];
+    if punctuation.iter().any(|&(at, c)| b[at] != c) {
+        return false;
+    }
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second), Some(micro)) = (
+        digits(0..4),
+        digits(5..7),
+        digits(8..10),
+        digits(11..13),
+        digits(14..16),
+        digits(17..19),
+        digits(20..26),
+    ) else {
+        return false;
+    };
+    let date = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .and_then(|m| time::Date::from_calendar_date(year as i32, m, day as u8).ok());
+    date.is_some()
+        && time::Time::from_hms_micro(hour as u8, minute as u8, second as u8, micro).is_ok()
+}
+
+fn write_ts(out: &mut Vec<u8>, column: &'static str, text: &str) -> Result<()> {
+    if is_stored_form(text) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        // hand-edited or legacy text: exactly what the typed path does
+        write_str(out, &timefmt::format(timefmt::parse(column, text)?))
+    }
+}
+
+fn write_opt_ts(out: &mut Vec<u8>, column: &'static str, text: Option<&str>) -> Result<()> {
+    match text {
+        Some(text) => write_ts(out, column, text),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+/// Writes one row (columns in [`COLUMNS`] order) as the JSON `Serialize` gives its
+/// [`Notification`]: the same keys in the same order, the same values, the same checks
+/// (`from_row`'s corrupt-column errors). `row_json_matches_serde` in the tests holds the two
+/// together, byte for byte.
+fn write_row_json(row: &Row<'_>, out: &mut Vec<u8>) -> Result<()> {
+    let level: i64 = row.get(4)?;
+    let level = u8::try_from(level)
+        .ok()
+        .and_then(EventLevel::from_u8)
+        .ok_or_else(|| {
+            StorageError::corrupt("notifications.level", format!("{level} is not 0..=3"))
+        })?;
+    let visibility: EventVisibility = text_at(row, 6)?
+        .parse()
+        .map_err(|e| StorageError::corrupt("notifications.visibility", format!("{e}")))?;
+    let human: HumanStatus = text_at(row, 11)?
+        .parse()
+        .map_err(|e| StorageError::corrupt("notifications.human_status", format!("{e}")))?;
+    let agent: AgentStatus = text_at(row, 12)?
+        .parse()
+        .map_err(|e| StorageError::corrupt("notifications.agent_status", format!("{e}")))?;
+    let id: i64 = row.get(0)?;
+    let version: u32 = row.get(2)?;
+    let actionable: bool = row.get(21)?;
+
+    out.extend_from_slice(b"{\"id\":");
+    write_display(out, id);
+    write_key(out, "event_type");
+    write_str(out, text_at(row, 1)?)?;
+    write_key(out, "version");
+    write_display(out, version);
+    write_key(out, "source");
+    write_str(out, text_at(row, 3)?)?;
+    write_key(out, "level");
+    write_display(out, level.as_u8());
+    write_key(out, "domain");
+    write_str(out, text_at(row, 5)?)?;
+    write_key(out, "visibility");
+    write_str(out, visibility.as_str())?;
+    write_key(out, "entity");
+    write_opt_str(out, opt_text_at(row, 7)?)?;
+    write_key(out, "description");
+    write_str(out, text_at(row, 8)?)?;
+    write_key(out, "payload");
+    write_json_text(out, "notifications.payload", text_at(row, 9)?, true)?;
+    write_key(out, "idempotency_key");
+    write_opt_str(out, opt_text_at(row, 10)?)?;
+    write_key(out, "human_status");
+    write_str(out, human.as_str())?;
+    write_key(out, "agent_status");
+    write_str(out, agent.as_str())?;
+    write_key(out, "agent_id");
+    write_opt_str(out, opt_text_at(row, 13)?)?;
+    write_key(out, "resolution");
+    match opt_text_at(row, 14)? {
+        Some(text) => write_json_text(out, "notifications.resolution", text, false)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    write_key(out, "created_at");
+    write_ts(out, "notifications.created_at", text_at(row, 15)?)?;
+    write_key(out, "updated_at");
+    write_ts(out, "notifications.updated_at", text_at(row, 16)?)?;
+    write_key(out, "seen_at");
+    write_opt_ts(out, "notifications.seen_at", opt_text_at(row, 17)?)?;
+    write_key(out, "claimed_at");
+    write_opt_ts(out, "notifications.claimed_at", opt_text_at(row, 18)?)?;
+    write_key(out, "resolved_at");
+    write_opt_ts(out, "notifications.resolved_at", opt_text_at(row, 19)?)?;
+    write_key(out, "event_id");
+    write_opt_str(out, opt_text_at(row, 20)?)?;
+    write_key(out, "actionable");
+    out.extend_from_slice(if actionable { b"true" } else { b"false" });
+    write_key(out, "group_field");
+    write_opt_str(out, opt_text_at(row, 22)?)?;
+    write_key(out, "group_value");
+    write_opt_str(out, opt_text_at(row, 23)?)?;
+    out.push(b'}');
+    Ok(())
 }
 
 const INSERT_SQL: &str = "INSERT INTO notifications (event_type, version, source, level, domain, \
@@ -727,4 +1111,420 @@ pub(crate) fn resolve(conn: &Connection, id: i64, resolution: &Value) -> Result<
     )?
     .execute(params![id, text, now])?;
     changed(conn, id)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The JSON fast path (`list_json` / `get_json`) against the typed path plus `serde`, the
+    //! page plans against each other, and the statement cache against re-preparation.
+
+    use std::path::Path;
+
+    use rusqlite::StatementStatus;
+    use serde_json::json;
+
+    use super::*;
+
+    fn open() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrations::migrate(&mut conn, Path::new(":memory:")).unwrap();
+        conn
+    }
+
+    fn new(i: usize) -> NewNotification {
+        let payload = json!({
+            "n": i,
+            "slug": format!("slug-{i}"),
+            "text": "quote \" backslash \\ newline \n tab \t control \u{1} unicode é ✓ 😀",
+            "nested": {"list": [1, 2.5, -3e-7, null, true], "empty": {}},
+            "big": 12_345_678_901_234_i64,
+        });
+        NewNotification {
+            event_type: format!("acme.order.n{}", i % 3),
+            version: 1 + (i % 2) as u32,
+            source: "shop".into(),
+            level: EventLevel::ALL[i % 4],
+            domain: if i.is_multiple_of(2) { "even" } else { "odd" }.into(),
+            visibility: if i.is_multiple_of(3) {
+                EventVisibility::Public
+            } else {
+                EventVisibility::Local
+            },
+            entity: i.is_multiple_of(2).then(|| format!("order/{i} \"x\"")),
+            description: format!("order {i} — «described» \u{7f}"),
+            payload: payload.as_object().cloned().unwrap_or_default(),
+            idempotency_key: (i % 4 != 1).then(|| format!("key-{i}")),
+            event_id: (!i.is_multiple_of(5)).then(|| format!("event-{i}")),
+            actionable: i % 2 == 1,
+            group_field: (i % 3 != 2).then(|| "order_id".to_owned()),
+            group_value: (i % 3 != 2).then(|| i.to_string()),
+        }
+    }
+
+    /// `n` rows in every state the state machine allows.
+    fn seeded(n: usize) -> Connection {
+        let conn = open();
+        for i in 0..n {
+            let (id, _) = insert(&conn, &new(i), false).unwrap();
+            match i % 6 {
+                1 => assert!(set_seen(&conn, id, true).unwrap().is_changed()),
+                2 => assert!(claim(&conn, id, "agent-7").unwrap().is_changed()),
+                3 => {
+                    claim(&conn, id, "agent \"q\"").unwrap();
+                    let t = set_agent_status(&conn, id, AgentStatus::InProgress, "agent \"q\"");
+                    assert!(t.unwrap().is_changed());
+                }
+                4 => {
+                    let resolution = json!({"summary": "done ✓", "link": null, "n": [1.5]});
+                    assert!(resolve(&conn, id, &resolution).unwrap().is_changed());
+                    set_seen(&conn, id, true).unwrap();
+                }
+                _ => {}
+            }
+        }
+        conn
+    }
+
+    fn filters() -> Vec<NotificationFilter> {
+        let none = NotificationFilter::default;
+        let mut filters = vec![
+            none(),
+            NotificationFilter {
+                limit: Some(7),
+                offset: Some(3),
+                ..none()
+            },
+            NotificationFilter {
+                limit: Some(0),
+                ..none()
+            },
+            NotificationFilter {
+                limit: Some(1000),
+                ..none()
+            },
+            NotificationFilter {
+                offset: Some(10_000),
+                ..none()
+            },
+            NotificationFilter {
+                level: Some(EventLevel::Workflow),
+                ..none()
+            },
+            NotificationFilter {
+                domain: Some("even".into()),
+                limit: Some(5),
+                offset: Some(2),
+                ..none()
+            },
+            NotificationFilter {
+                domain: Some("nowhere".into()),
+                ..none()
+            },
+            NotificationFilter {
+                human_status: Some(HumanStatus::Unseen),
+                visibility: Some(EventVisibility::Local),
+                ..none()
+            },
+            NotificationFilter {
+                since: Some(OffsetDateTime::UNIX_EPOCH),
+                agent_status: Some(AgentStatus::None),
+                ..none()
+            },
+            NotificationFilter {
+                since: Some(OffsetDateTime::now_utc() + time::Duration::days(1)),
+                ..none()
+            },
+        ];
+        for status in [
+            AgentStatus::None,
+            AgentStatus::Claimed,
+            AgentStatus::InProgress,
+            AgentStatus::Resolved,
+        ] {
+            filters.push(NotificationFilter {
+                agent_status: Some(status),
+                limit: Some(3),
+                ..none()
+            });
+        }
+        filters
+    }
+
+    fn assert_same_json(conn: &Connection, filter: &NotificationFilter) {
+        let typed = serde_json::to_string(&list(conn, filter).unwrap()).unwrap();
+        let fast = String::from_utf8(list_json(conn, filter).unwrap()).unwrap();
+        assert_eq!(fast, typed, "list of {filter:?}");
+    }
+
+    #[test]
+    fn row_json_matches_serde() {
+        let conn = seeded(60);
+        for filter in filters() {
+            assert_same_json(&conn, &filter);
+        }
+        let max: i64 = conn
+            .query_row("SELECT max(id) FROM notifications", [], |r| r.get(0))
+            .unwrap();
+        for id in 0..=max + 1 {
+            let typed = get(&conn, id)
+                .unwrap()
+                .map(|n| serde_json::to_string(&n).unwrap());
+            let fast = get_json(&conn, id)
+                .unwrap()
+                .map(|b| String::from_utf8(b).unwrap());
+            assert_eq!(fast, typed, "get {id}");
+        }
+        // the empty table
+        assert_same_json(&open(), &NotificationFilter::default());
+    }
+
+    #[test]
+    fn hand_edited_rows_read_the_same_as_typed() {
+        let conn = seeded(3);
+        // RFC 3339 forms other than the stored one, and JSON with whitespace.
+        conn.execute(
+            "UPDATE notifications SET created_at = '2026-03-01T14:00:00+02:00', \
+             seen_at = '2026-03-01T12:00:00.5Z', payload = ' { \"b\" : [ 1 , 2 ] , \"a\" : {} } ', \
+             resolution = ' null ' WHERE id = 1",
+            [],
+        )
+        .unwrap();
+        let filter = NotificationFilter::default();
+        let typed = serde_json::to_value(list(&conn, &filter).unwrap()).unwrap();
+        let fast: Value = serde_json::from_slice(&list_json(&conn, &filter).unwrap()).unwrap();
+        assert_eq!(fast, typed);
+        let typed = serde_json::to_value(get(&conn, 1).unwrap()).unwrap();
+        let fast: Value = serde_json::from_slice(&get_json(&conn, 1).unwrap().unwrap()).unwrap();
+        assert_eq!(fast, typed);
+        assert_eq!(fast["created_at"], "2026-03-01T12:00:00.000000Z");
+    }
+
+    #[test]
+    fn corrupt_rows_fail_both_paths() {
+        let corruptions = [
+            "payload = '[1, 2]'",
+            "payload = '{\"a\": '",
+            "payload = '{} {}'",
+            "resolution = 'nope'",
+            "level = 9",
+            "visibility = 'galactic'",
+            "updated_at = 'yesterday'",
+            "created_at = '2026-02-30T00:00:00.000000Z'",
+            "claimed_at = '2026-01-01T24:00:00.000000Z'",
+            "version = -1",
+            "description = CAST(X'C328' AS TEXT)",
+            "event_type = X'00'",
+            "entity = X'FF'",
+        ];
+        for corruption in corruptions {
+            let conn = seeded(2);
+            // `CHECK` constraints guard the status columns; lift them for this test only.
+            conn.execute_batch("PRAGMA ignore_check_constraints = ON")
+                .unwrap();
+            conn.execute(
+                &format!("UPDATE notifications SET {corruption} WHERE id = 2"),
+                [],
+            )
+            .unwrap();
+            let filter = NotificationFilter::default();
+            assert!(
+                list(&conn, &filter).is_err(),
+                "typed list accepted {corruption}"
+            );
+            assert!(
+                list_json(&conn, &filter).is_err(),
+                "json list accepted {corruption}"
+            );
+            assert!(get(&conn, 2).is_err(), "typed get accepted {corruption}");
+            assert!(
+                get_json(&conn, 2).is_err(),
+                "json get accepted {corruption}"
+            );
+            assert!(
+                get_json(&conn, 1).unwrap().is_some(),
+                "other rows still read"
+            );
+        }
+    }
+
+    #[test]
+    fn stored_form_check_agrees_with_parse_and_format() {
+        for text in [
+            "2026-03-01T12:00:00.123456Z",
+            "0000-01-01T00:00:00.000000Z",
+            "9999-12-31T23:59:59.999999Z",
+            "2024-02-29T00:00:00.000000Z",
+        ] {
+            assert!(is_stored_form(text), "{text}");
+            let round = timefmt::format(timefmt::parse("t", text).unwrap());
+            assert_eq!(round, text);
+        }
+        for text in [
+            "2025-02-29T00:00:00.000000Z",
+            "2026-13-01T00:00:00.000000Z",
+            "2026-00-01T00:00:00.000000Z",
+            "2026-01-00T00:00:00.000000Z",
+            "2026-01-01T00:60:00.000000Z",
+            "2026-01-01T00:00:60.000000Z",
+            "2026-01-01T00:00:00.000000+",
+            "2026-01-01 00:00:00.000000Z",
+            "2026-01-01T00:00:00.00000Z",
+            "2026-01-01T00:00:00.0000000Z",
+            "+026-01-01T00:00:00.000000Z",
+        ] {
+            assert!(!is_stored_form(text), "{text}");
+        }
+    }
+
+    /// Rows of a page read with `plan`, whatever `plan_page` would choose.
+    fn ids_with(conn: &Connection, filter: &NotificationFilter, plan: PagePlan) -> Vec<i64> {
+        let mut page = plan_page(conn, filter).unwrap();
+        if page.plan != PagePlan::Empty {
+            page.plan = plan;
+        }
+        let mut ids = Vec::new();
+        for_each_row(conn, filter, &page, |row| {
+            ids.push(row.get(0)?);
+            Ok(())
+        })
+        .unwrap();
+        ids
+    }
+
+    #[test]
+    fn both_page_plans_return_the_same_rows() {
+        let conn = seeded(120);
+        // equal `created_at` for some rows: the id breaks the tie the same way in both plans
+        conn.execute(
+            "UPDATE notifications SET created_at = '2026-01-01T00:00:00.000000Z' WHERE id % 7 = 0",
+            [],
+        )
+        .unwrap();
+        for filter in filters() {
+            for (limit, offset) in [(50, 0), (10, 5), (200, 0), (3, 100)] {
+                let filter = NotificationFilter {
+                    limit: Some(limit),
+                    offset: Some(offset),
+                    ..filter.clone()
+                };
+                assert_eq!(
+                    ids_with(&conn, &filter, PagePlan::NewestFirst),
+                    ids_with(&conn, &filter, PagePlan::Planner),
+                    "{filter:?}"
+                );
+            }
+        }
+    }
+
+    fn query_plan(conn: &Connection, sql: &str, values: &[SqlValue]) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(params_from_iter(values.iter()), |r| r.get::<_, String>(3))
+            .unwrap();
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap()
+            .join("; ")
+    }
+
+    #[test]
+    fn broad_filters_walk_created_at_and_rare_ones_use_their_index() {
+        let conn = seeded(400);
+        // two in three rows are unseen
+        let unseen = NotificationFilter {
+            human_status: Some(HumanStatus::Unseen),
+            limit: Some(10),
+            ..NotificationFilter::default()
+        };
+        assert_eq!(
+            plan_page(&conn, &unseen).unwrap().plan,
+            PagePlan::NewestFirst
+        );
+        let (where_sql, mut values) = unseen.where_clause_with(true);
+        values.push(SqlValue::Integer(0));
+        let plan = query_plan(
+            &conn,
+            &format!(
+                "SELECT {COLUMNS} FROM notifications {where_sql} \
+                 ORDER BY created_at DESC, id DESC LIMIT 10 OFFSET ?"
+            ),
+            &values,
+        );
+        assert!(plan.contains("idx_notifications_created_at"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{plan}");
+
+        let rare = NotificationFilter {
+            domain: Some("even".into()),
+            agent_status: Some(AgentStatus::Resolved),
+            ..NotificationFilter::default()
+        };
+        assert_eq!(plan_page(&conn, &rare).unwrap().plan, PagePlan::Planner);
+        let nothing = NotificationFilter {
+            domain: Some("nowhere".into()),
+            ..NotificationFilter::default()
+        };
+        assert_eq!(plan_page(&conn, &nothing).unwrap().plan, PagePlan::Empty);
+        let deep = NotificationFilter {
+            human_status: Some(HumanStatus::Unseen),
+            offset: Some(10_000),
+            ..NotificationFilter::default()
+        };
+        assert_eq!(plan_page(&conn, &deep).unwrap().plan, PagePlan::Empty);
+        assert!(list(&conn, &deep).unwrap().notifications.is_empty());
+        assert_eq!(
+            list(&conn, &deep).unwrap().total,
+            list(&conn, &unseen).unwrap().total
+        );
+    }
+
+    #[test]
+    fn list_statement_is_not_reprepared_between_pages() {
+        let conn = seeded(30);
+        for offset in 0..5 {
+            let filter = NotificationFilter {
+                offset: Some(offset),
+                ..NotificationFilter::default()
+            };
+            list_json(&conn, &filter).unwrap();
+            list(&conn, &filter).unwrap();
+        }
+        let stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM notifications  \
+                 ORDER BY created_at DESC, id DESC LIMIT 50 OFFSET ?"
+            ))
+            .unwrap();
+        assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+        assert_eq!(
+            stmt.get_status(StatementStatus::Run),
+            10,
+            "the cached statement ran"
+        );
+    }
+
+    #[test]
+    fn total_follows_inserts_state_changes_and_deletes() {
+        let conn = seeded(20);
+        let count = |filter: &NotificationFilter| {
+            let typed = list(&conn, filter).unwrap().total;
+            let json: Value = serde_json::from_slice(&list_json(&conn, filter).unwrap()).unwrap();
+            assert_eq!(json["total"], typed);
+            typed
+        };
+        let unseen = NotificationFilter {
+            human_status: Some(HumanStatus::Unseen),
+            ..NotificationFilter::default()
+        };
+        let all = NotificationFilter::default();
+        let (all0, unseen0) = (count(&all), count(&unseen));
+        assert_eq!(all0, 20);
+        let (id, _) = insert(&conn, &new(100), false).unwrap();
+        assert_eq!((count(&all), count(&unseen)), (all0 + 1, unseen0 + 1));
+        set_seen(&conn, id, true).unwrap();
+        assert_eq!((count(&all), count(&unseen)), (all0 + 1, unseen0));
+        set_seen(&conn, id, false).unwrap();
+        assert_eq!(count(&unseen), unseen0 + 1);
+        conn.execute("DELETE FROM notifications WHERE id = ?1", [id])
+            .unwrap();
+        assert_eq!((count(&all), count(&unseen)), (all0, unseen0));
+    }
 }

@@ -5,7 +5,10 @@
 //! WebSocket clients see `notification_updated` for changes made over HTTP too.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use events_envelope::{EventLevel, EventVisibility};
 use events_storage::{
     AgentStatus, HumanStatus, Notification, NotificationFilter, NotificationPage, Transition,
@@ -126,9 +129,31 @@ pub(crate) struct NotificationPageDoc {
 pub(crate) async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<NotificationParams>,
-) -> Result<Json<NotificationPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let filter = params.into_filter()?;
-    Ok(Json(state.db.list_notifications(filter).await?))
+    let body = state
+        .db
+        .read(move |r| NotificationPage::read_json(r, &filter))
+        .await?;
+    Ok(json_body(body))
+}
+
+/// A 200 with a JSON body the storage layer already wrote, with the headers `Json` sets.
+///
+/// Lists and gets are the API's hot path: `NotificationPage::read_json` /
+/// `Notification::read_json` write the exact JSON `Json<NotificationPage>` /
+/// `Json<Notification>` would, straight from the rows and on the reader's blocking thread,
+/// instead of building the structs and serialising them here (a quarter of the daemon's
+/// time under the `api` benchmark).
+fn json_body(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        Body::from(body),
+    )
+        .into_response()
 }
 
 /// Answer of the bulk seen.
@@ -204,12 +229,12 @@ fn answer(
 pub(crate) async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Notification>, ApiError> {
+) -> Result<Response, ApiError> {
     state
         .db
-        .get_notification(id)
+        .read(move |r| Notification::read_json(r, id))
         .await?
-        .map(Json)
+        .map(json_body)
         .ok_or_else(|| not_found(id))
 }
 
