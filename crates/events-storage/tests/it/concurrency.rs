@@ -228,3 +228,27 @@ async fn the_background_checkpointer_keeps_the_wal_small() {
         "WAL {wal_bytes} bytes vs {logical_bytes} of data: never restarted?"
     );
 }
+
+/// A reader that panics poisons its pooled connection; the pool must throw it away on the
+/// next checkout instead of handing it out again (every read after would fail).
+#[tokio::test]
+async fn a_panicking_reader_does_not_break_the_pool() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    for _ in 0..6 {
+        let panicked = db
+            .read(|_| -> Result<(), StorageError> { panic!("reader bug") })
+            .await;
+        assert!(panicked.is_err());
+    }
+    db.write(|tx| tx.insert_notification(&new_notification(1)))
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        let total = db
+            .list_notifications(NotificationFilter::default())
+            .await
+            .unwrap()
+            .total;
+        assert_eq!(total, 1);
+    }
+}
