@@ -196,7 +196,7 @@ async fn the_background_checkpointer_keeps_the_wal_small() {
             .await
             .unwrap();
         }
-        // let the checkpointer run (it waits 250 ms after a wake-up)
+        // let the checkpointer run (it waits a moment after a wake-up)
         tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     }
     let size = |suffix: &str| {
