@@ -251,30 +251,30 @@ impl PushHub {
         }
         // All rows of this wake-up in one read (one pooled connection, one hand-off to a
         // blocking thread), not one read per notification.
-        let ids: Vec<i64> = by_id.keys().copied().collect();
+        let lost = by_id.len() as u64;
         let rows = match db
             .read(move |r| {
-                ids.iter()
-                    .map(|&id| r.get_notification(id).map(|row| (id, row)))
+                by_id
+                    .into_iter()
+                    .map(|(id, created)| Ok((id, created, r.get_notification(id)?)))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await
         {
             Ok(rows) => rows,
             Err(err) => {
-                let lost = by_id.len() as u64;
                 self.inner.dropped.fetch_add(lost, Ordering::Relaxed);
                 metrics::counter!("events_push_dropped_total").increment(lost);
                 tracing::warn!(count = lost, error = %err, "cannot read notifications for their pushes; dropped");
                 return;
             }
         };
-        for (id, row) in rows {
+        for (id, created, row) in rows {
             let Some(notification) = row else {
                 tracing::debug!(id, "notification gone before its push was sent");
                 continue;
             };
-            let kind = if by_id.get(&id).copied().unwrap_or(false) {
+            let kind = if created {
                 "notification_created"
             } else {
                 "notification_updated"

@@ -320,7 +320,7 @@ impl<S: Source> Processor<S> {
         );
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
         let first = self.commit(Arc::clone(&prepared));
-        let (mut attempt, ahead) = if read_ahead {
+        let (mut committed, ahead) = if read_ahead {
             let (committed, ahead) =
                 tokio::join!(first, self.source.read_ahead(self.config.batch_size));
             let ahead = ahead.unwrap_or_else(|e| {
@@ -328,15 +328,11 @@ impl<S: Source> Processor<S> {
                 tracing::debug!(error = %error_chain(&e), "reading ahead failed");
                 None
             });
-            (Some(committed), ahead.unwrap_or_default())
+            (committed, ahead.unwrap_or_default())
         } else {
-            (Some(first.await), Vec::new())
+            (first.await, Vec::new())
         };
         let outcomes = loop {
-            let committed = match attempt.take() {
-                Some(committed) => committed,
-                None => self.commit(Arc::clone(&prepared)).await,
-            };
             match committed {
                 Ok(outcomes) => break outcomes,
                 Err(e) => {
@@ -347,6 +343,7 @@ impl<S: Source> Processor<S> {
                         return None;
                     }
                     sleep_or_cancel(delay, cancel).await;
+                    committed = self.commit(Arc::clone(&prepared)).await;
                 }
             }
         };
