@@ -18,8 +18,8 @@ use crate::embedded::{self, EmbeddedEntry};
 use crate::events::{self, EventQuery, StoredEvent};
 use crate::migrations;
 use crate::notifications::{
-    self, AgentStatus, NewNotification, Notification, NotificationFilter, NotificationPage,
-    Transition,
+    self, AgentStatus, CountCache, NewNotification, Notification, NotificationFilter,
+    NotificationPage, Transition,
 };
 use crate::{Result, StorageError, timefmt};
 
@@ -30,6 +30,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_POOL_SIZE: usize = 4;
 /// Statements cached per connection (`prepare_cached`); list queries vary with their filters.
 const STATEMENT_CACHE: usize = 128;
+/// Address space a read connection maps of the database file. A reader then takes pages of
+/// the main file straight from the mapping instead of through SQLite's page cache, whose
+/// lookups share one mutex with every other connection of the process (under API load
+/// `pcache1Fetch` and the wake-ups on that mutex were a fifth of the daemon's time). Pages
+/// still in the WAL are read as before. Address space only: nothing is allocated.
+const READ_MMAP_BYTES: i64 = 1 << 30;
 
 /// Handle to the daemon's database. Cheap to clone (an `Arc` inside).
 ///
@@ -175,8 +181,31 @@ struct ReadConnections {
     path: PathBuf,
 }
 
+/// A pooled read-only connection and what it remembers between reads.
+#[derive(Debug)]
+struct ReadConnection {
+    conn: Connection,
+    counts: CountCache,
+}
+
+impl ReadConnection {
+    /// Runs `f` in one read transaction (one consistent snapshot).
+    fn read<T>(&self, f: impl FnOnce(&Reader<'_>) -> Result<T>) -> Result<T> {
+        // BEGIN/COMMIT through the statement cache: `Connection::transaction` parses
+        // both for every read, which showed under API load.
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let open = OpenRead(&self.conn);
+        let out = f(&Reader {
+            conn: open.0,
+            counts: &self.counts,
+        })?;
+        open.0.prepare_cached("COMMIT")?.execute([])?;
+        Ok(out)
+    }
+}
+
 impl deadpool::managed::Manager for ReadConnections {
-    type Type = SyncWrapper<Connection>;
+    type Type = SyncWrapper<ReadConnection>;
     type Error = rusqlite::Error;
 
     async fn create(&self) -> std::result::Result<Self::Type, Self::Error> {
@@ -186,7 +215,11 @@ impl deadpool::managed::Manager for ReadConnections {
             configure_common(&conn)?;
             // Readers must never write: all writes are serialised through the writer.
             conn.pragma_update(None, "query_only", "ON")?;
-            Ok(conn)
+            conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)?;
+            Ok(ReadConnection {
+                conn,
+                counts: CountCache::default(),
+            })
         })
         .await
     }
@@ -310,23 +343,34 @@ impl EventDb {
         F: FnOnce(&Reader<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let conn = self
-            .inner
+        let conn = self.reader().await?;
+        conn.interact(move |conn| conn.read(f))
+            .await
+            .map_err(|e| StorageError::Task(e.to_string()))?
+    }
+
+    /// [`EventDb::read`] on the calling thread, for reads known to be short: one row by key,
+    /// one bounded page. Handing such a read to a blocking thread and back costs more than
+    /// the read (two thread switches on a busy 2-core machine; they were the largest cost
+    /// left in the API benchmark), so the notification list and get routes read here. Scans
+    /// of unbounded size (event queries, replay, retention) must use [`EventDb::read`].
+    pub async fn read_now<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Reader<'_>) -> Result<T>,
+    {
+        let conn = self.reader().await?;
+        let conn = conn.lock().map_err(|_| {
+            StorageError::Pool("a reader panicked holding this connection".into())
+        })?;
+        conn.read(f)
+    }
+
+    async fn reader(&self) -> Result<deadpool::managed::Object<ReadConnections>> {
+        self.inner
             .readers
             .get()
             .await
-            .map_err(|e| StorageError::Pool(e.to_string()))?;
-        conn.interact(move |conn| {
-            // BEGIN/COMMIT through the statement cache: `Connection::transaction` parses
-            // both for every read, which showed under API load.
-            conn.prepare_cached("BEGIN")?.execute([])?;
-            let open = OpenRead(conn);
-            let out = f(&Reader { conn: open.0 })?;
-            open.0.prepare_cached("COMMIT")?.execute([])?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StorageError::Task(e.to_string()))?
+            .map_err(|e| StorageError::Pool(e.to_string()))
     }
 
     /// One notification, `None` if there is no such id.
@@ -473,7 +517,7 @@ macro_rules! read_methods {
         /// A page of notifications matching `filter`, newest (`created_at`, then id) first;
         /// `total` counts all matches.
         pub fn list_notifications(&self, filter: &NotificationFilter) -> Result<NotificationPage> {
-            notifications::list(self.conn(), filter)
+            notifications::list(self.conn(), self.counts(), filter)
         }
 
         /// The newest notification of `(domain, group_field, group_value)` that is not resolved.
@@ -551,11 +595,17 @@ macro_rules! read_methods {
 #[derive(Debug)]
 pub struct Reader<'c> {
     conn: &'c Connection,
+    counts: &'c CountCache,
 }
 
 impl Reader<'_> {
     fn conn(&self) -> &Connection {
         self.conn
+    }
+
+    /// Match counts this connection remembers (see [`CountCache`]).
+    pub(crate) fn counts(&self) -> Option<&CountCache> {
+        Some(self.counts)
     }
 
     read_methods!();
@@ -580,6 +630,11 @@ pub struct WriteTx<'c> {
 impl WriteTx<'_> {
     fn conn(&self) -> &Connection {
         &self.tx
+    }
+
+    /// None: counts inside a write transaction change with its own writes.
+    fn counts(&self) -> Option<&CountCache> {
+        None
     }
 
     read_methods!();

@@ -133,7 +133,7 @@ pub(crate) async fn list(
     let filter = params.into_filter()?;
     let body = state
         .db
-        .read(move |r| NotificationPage::read_json(r, &filter))
+        .read_now(|r| NotificationPage::read_json(r, &filter))
         .await?;
     Ok(json_body(body))
 }
@@ -142,9 +142,9 @@ pub(crate) async fn list(
 ///
 /// Lists and gets are the API's hot path: `NotificationPage::read_json` /
 /// `Notification::read_json` write the exact JSON `Json<NotificationPage>` /
-/// `Json<Notification>` would, straight from the rows and on the reader's blocking thread,
-/// instead of building the structs and serialising them here (a quarter of the daemon's
-/// time under the `api` benchmark).
+/// `Json<Notification>` would, straight from the rows (read on the request's own thread,
+/// `EventDb::read_now`), instead of building the structs and serialising them here (a
+/// quarter of the daemon's time under the `api` benchmark).
 fn json_body(body: Vec<u8>) -> Response {
     (
         [(
@@ -232,7 +232,7 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     state
         .db
-        .read(move |r| Notification::read_json(r, id))
+        .read_now(|r| Notification::read_json(r, id))
         .await?
         .map(json_body)
         .ok_or_else(|| not_found(id))
