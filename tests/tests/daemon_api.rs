@@ -839,3 +839,41 @@ async fn sigterm_under_load_exits_cleanly_and_loses_no_accepted_event() {
         }
     }
 }
+
+/// SIGTERM closes a subscribed WebSocket with 1001 "daemon shutting down" (not a dropped
+/// socket), also after the connection has already received pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_websockets_with_going_away() {
+    let mut daemon = DaemonProcess::start();
+    let mut ws = ws_connect(daemon.ws_url()).await;
+    ws.send(Message::text(
+        json!({"type":"subscribe","topics":["notifications"]}).to_string(),
+    ))
+    .await
+    .unwrap();
+    ws_wait_for(&mut ws, |m| m["type"] == "subscribed").await;
+    let response = post(
+        &client(),
+        format!("{}/api/events", daemon.url()),
+        None,
+        &json!({"events": [todo_created("bye")]}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    ws_wait_for(&mut ws, |m| m["type"] == "notification_created").await;
+
+    let stopping = std::thread::spawn(move || daemon.stop());
+    let close = loop {
+        let message = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a close frame within the deadline");
+        match message.expect("websocket open until the close frame") {
+            Ok(Message::Close(frame)) => break frame.expect("a close code"),
+            Ok(_) => continue,
+            Err(e) => panic!("socket failed instead of closing: {e}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001);
+    assert_eq!(close.reason.as_str(), "daemon shutting down");
+    assert!(stopping.join().unwrap().success());
+}

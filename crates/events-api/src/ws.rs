@@ -184,6 +184,11 @@ async fn connection(socket: WebSocket, state: AppState) {
     let send_timeout = state.limits.ws_send_timeout;
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     let shutdown = state.shutdown.clone();
+    // One wait for shutdown for the connection's life: a fresh `cancelled()` per loop turn
+    // would register and unregister a waiter on the token every push, and every connection
+    // shares that token (a lock per connection per push in a fan-out).
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(shutting_down);
 
     // Sends one frame, bounded in time so a client that stopped reading cannot hold the task.
     macro_rules! send {
@@ -197,7 +202,7 @@ async fn connection(socket: WebSocket, state: AppState) {
 
     loop {
         let received = tokio::select! {
-            () = shutdown.cancelled() => {
+            () = &mut shutting_down => {
                 let _ = timeout(send_timeout, sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down"))).await;
                 break;
             }

@@ -359,9 +359,9 @@ impl EventDb {
         F: FnOnce(&Reader<'_>) -> Result<T>,
     {
         let conn = self.reader().await?;
-        let conn = conn.lock().map_err(|_| {
-            StorageError::Pool("a reader panicked holding this connection".into())
-        })?;
+        let conn = conn
+            .lock()
+            .map_err(|_| StorageError::Pool("a reader panicked holding this connection".into()))?;
         conn.read(f)
     }
 

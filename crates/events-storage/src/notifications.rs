@@ -1353,7 +1353,8 @@ mod tests {
         .unwrap();
         let filter = NotificationFilter::default();
         let typed = serde_json::to_value(list(&conn, None, &filter).unwrap()).unwrap();
-        let fast: Value = serde_json::from_slice(&list_json(&conn, None, &filter).unwrap()).unwrap();
+        let fast: Value =
+            serde_json::from_slice(&list_json(&conn, None, &filter).unwrap()).unwrap();
         assert_eq!(fast, typed);
         let typed = serde_json::to_value(get(&conn, 1).unwrap()).unwrap();
         let fast: Value = serde_json::from_slice(&get_json(&conn, 1).unwrap().unwrap()).unwrap();
@@ -1530,12 +1531,18 @@ mod tests {
             agent_status: Some(AgentStatus::Resolved),
             ..NotificationFilter::default()
         };
-        assert_eq!(plan_page(&conn, None, &rare).unwrap().plan, PagePlan::Planner);
+        assert_eq!(
+            plan_page(&conn, None, &rare).unwrap().plan,
+            PagePlan::Planner
+        );
         let nothing = NotificationFilter {
             domain: Some("nowhere".into()),
             ..NotificationFilter::default()
         };
-        assert_eq!(plan_page(&conn, None, &nothing).unwrap().plan, PagePlan::Empty);
+        assert_eq!(
+            plan_page(&conn, None, &nothing).unwrap().plan,
+            PagePlan::Empty
+        );
         let deep = NotificationFilter {
             human_status: Some(HumanStatus::Unseen),
             offset: Some(10_000),
@@ -1615,7 +1622,11 @@ mod tests {
             .borrow_mut()
             .values_mut()
             .for_each(|total| *total += 1000);
-        assert_eq!(totals(), (1010, 1010), "no commit: counts are not taken again");
+        assert_eq!(
+            totals(),
+            (1010, 1010),
+            "no commit: counts are not taken again"
+        );
         *cache.totals.borrow_mut() = remembered;
 
         let (id, _) = insert(&writer, &new(10), false).unwrap();
@@ -1633,7 +1644,8 @@ mod tests {
         let conn = seeded(20);
         let count = |filter: &NotificationFilter| {
             let typed = list(&conn, None, filter).unwrap().total;
-            let json: Value = serde_json::from_slice(&list_json(&conn, None, filter).unwrap()).unwrap();
+            let json: Value =
+                serde_json::from_slice(&list_json(&conn, None, filter).unwrap()).unwrap();
             assert_eq!(json["total"], typed);
             typed
         };
