@@ -6,9 +6,12 @@
 //!
 //! - an event (`seq`, envelope) is serialised once and sent on a `tokio::sync::broadcast`
 //!   channel right there — non-blocking, and in `seq` order, which SSE resume relies on;
-//! - a notification change only records the id and wakes the hub's own task, which fetches
-//!   the row from storage (deduplicated per wake-up) and broadcasts it, so the processor
-//!   never waits for a database read.
+//! - a notification change only records the id and wakes the hub's own task, which
+//!   broadcasts the row (deduplicated per wake-up), so the processor never waits for a
+//!   database read. While anyone listens, the processor reads the rows of its batch inside
+//!   the batch's own transaction ([`PushSink::wants_notification_rows`]) and the hub sends
+//!   those as they are, unless another commit came after them; otherwise it fetches the
+//!   row from storage.
 //!
 //! Each connection holds a receiver: the channel's capacity is the per-connection queue
 //! bound, and a receiver that falls behind it gets `Lagged` — the WebSocket handler then
@@ -22,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ws::Utf8Bytes;
 use events_envelope::EventEnvelope;
 use events_pipeline::NotificationPush;
-use events_processor::PushSink;
+use events_processor::{CommittedRow, PushSink};
 use events_storage::{EventDb, Notification};
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
@@ -33,6 +36,9 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Largest number of notification changes the hub keeps waiting for its task; beyond that
 /// pushes are dropped (counted in `events_push_dropped_total`) — clients resync over REST.
 const MAX_PENDING_NOTIFICATIONS: usize = 100_000;
+/// Most notification rows one wake-up reads on the hub task's own thread (a lookup by
+/// primary key each, microseconds); more go to a blocking thread.
+const INLINE_FETCH_ROWS: u64 = 64;
 
 /// What a push is about, for routing to subscribers without parsing its JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +64,15 @@ pub struct Push {
 }
 
 /// A notification change reported by the processor after commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NotificationChange {
     /// The row that changed.
     pub notification_id: i64,
     /// Whether it was created (else updated).
     pub was_created: bool,
+    /// The row as the change committed it, when the committer had it at hand; `None` makes
+    /// the hub read it.
+    pub row: Option<CommittedRow>,
 }
 
 #[derive(Serialize)]
@@ -244,31 +253,74 @@ impl PushHub {
         if self.inner.notifications.receiver_count() == 0 {
             return;
         }
-        // One push per row per wake-up: the row fetched now is the newest state anyway.
-        let mut by_id: BTreeMap<i64, bool> = BTreeMap::new();
+        // One push per row per wake-up, with the newest state: the row the last change
+        // brought, if it is still current — no commit since the one that read it (a PATCH
+        // through the API committed after it would otherwise be overwritten on the clients
+        // by an older row) — else the row as stored now.
+        let mut by_id: BTreeMap<i64, (bool, Option<CommittedRow>)> = BTreeMap::new();
         for change in changes {
-            *by_id.entry(change.notification_id).or_default() |= change.was_created;
+            let entry = by_id.entry(change.notification_id).or_default();
+            entry.0 |= change.was_created;
+            entry.1 = change.row;
         }
-        // All rows of this wake-up in one read (one pooled connection, one hand-off to a
-        // blocking thread), not one read per notification.
+        let current = db.commit_count();
+        let mut rows = Vec::with_capacity(by_id.len());
+        let mut missing = BTreeMap::new();
+        for (id, (created, row)) in by_id {
+            match row {
+                Some(row) if row.commit == current => {
+                    rows.push((id, created, Some(row.notification)));
+                }
+                _ => {
+                    missing.insert(id, created);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            if let Some(fetched) = self.fetch(db, missing).await {
+                rows.extend(fetched);
+                rows.sort_unstable_by_key(|(id, ..)| *id);
+            }
+        }
+        self.publish_rows(rows);
+    }
+
+    /// Reads the rows of `ids` (id → created) now; `None` if storage failed (the pushes are
+    /// dropped and counted).
+    async fn fetch(
+        &self,
+        db: &EventDb,
+        by_id: BTreeMap<i64, bool>,
+    ) -> Option<Vec<(i64, bool, Option<Arc<Notification>>)>> {
+        // All rows of this wake-up in one read (one pooled connection), not one read per
+        // notification. A few rows (the common case at any rate a client can follow) are
+        // read on this task's thread: the hand-off to a blocking thread and back cost more
+        // than the reads and sat between every commit and its push. A large wake-up (a
+        // burst of thousands) goes to a blocking thread so that it never stalls the runtime.
         let lost = by_id.len() as u64;
-        let rows = match db
-            .read(move |r| {
-                by_id
-                    .into_iter()
-                    .map(|(id, created)| Ok((id, created, r.get_notification(id)?)))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-        {
-            Ok(rows) => rows,
+        let fetch = move |r: &events_storage::Reader<'_>| {
+            by_id
+                .into_iter()
+                .map(|(id, created)| Ok((id, created, r.get_notification(id)?.map(Arc::new))))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let rows = if lost <= INLINE_FETCH_ROWS {
+            db.read_now(fetch).await
+        } else {
+            db.read(fetch).await
+        };
+        match rows {
+            Ok(rows) => Some(rows),
             Err(err) => {
                 self.inner.dropped.fetch_add(lost, Ordering::Relaxed);
                 metrics::counter!("events_push_dropped_total").increment(lost);
                 tracing::warn!(count = lost, error = %err, "cannot read notifications for their pushes; dropped");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    fn publish_rows(&self, rows: Vec<(i64, bool, Option<Arc<Notification>>)>) {
         for (id, created, row) in rows {
             let Some(notification) = row else {
                 tracing::debug!(id, "notification gone before its push was sent");
@@ -298,6 +350,19 @@ impl PushSink for PushHub {
         self.committed([NotificationChange {
             notification_id: push.notification_id,
             was_created: push.was_created,
+            row: None,
+        }]);
+    }
+
+    fn wants_notification_rows(&self) -> bool {
+        self.inner.notifications.receiver_count() > 0
+    }
+
+    fn notification_with_row(&self, push: &NotificationPush, row: &CommittedRow) {
+        self.committed([NotificationChange {
+            notification_id: push.notification_id,
+            was_created: push.was_created,
+            row: Some(row.clone()),
         }]);
     }
 
@@ -309,6 +374,78 @@ impl PushSink for PushHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use events_storage::NewNotification;
+
+    async fn db_with_one_notification() -> (EventDb, Notification) {
+        let db = EventDb::open_in_memory().await.expect("db");
+        let id = db
+            .write(|tx| {
+                tx.insert_notification(&NewNotification {
+                    event_type: "todo_created".into(),
+                    source: "test".into(),
+                    description: "as stored".into(),
+                    ..NewNotification::default()
+                })
+            })
+            .await
+            .expect("insert");
+        let row = db.get_notification(id).await.expect("get").expect("row");
+        (db, row)
+    }
+
+    async fn published_description(
+        hub: &PushHub,
+        db: &EventDb,
+        receiver: &mut broadcast::Receiver<Arc<Push>>,
+        change: NotificationChange,
+    ) -> String {
+        hub.publish_notifications(db, vec![change]).await;
+        let push = receiver.try_recv().expect("one push");
+        let json: serde_json::Value = serde_json::from_str(push.json.as_str()).expect("json");
+        json["notification"]["description"]
+            .as_str()
+            .expect("description")
+            .to_owned()
+    }
+
+    /// A row handed over by the committer is sent as it is while no commit came after it
+    /// (the stored row says something else here, so a read would show), and read again
+    /// from storage once one did (a PATCH committed after the batch must not be overwritten
+    /// on the clients by the batch's older row).
+    #[tokio::test]
+    async fn committed_rows_are_sent_while_current_and_read_again_after_a_later_commit() {
+        let (db, stored) = db_with_one_notification().await;
+        let hub = PushHub::new("epoch", 0, 16);
+        let mut receiver = hub.subscribe_notifications();
+        let handed_over = |commit| NotificationChange {
+            notification_id: stored.id,
+            was_created: true,
+            row: Some(CommittedRow {
+                notification: Arc::new(Notification {
+                    description: "as committed".into(),
+                    ..stored.clone()
+                }),
+                commit,
+            }),
+        };
+        let current = db.commit_count();
+        assert_eq!(
+            published_description(&hub, &db, &mut receiver, handed_over(current)).await,
+            "as committed"
+        );
+        assert_eq!(
+            published_description(&hub, &db, &mut receiver, handed_over(current - 1)).await,
+            "as stored"
+        );
+        let without_row = NotificationChange {
+            row: None,
+            ..handed_over(current)
+        };
+        assert_eq!(
+            published_description(&hub, &db, &mut receiver, without_row).await,
+            "as stored"
+        );
+    }
 
     /// A connection subscribed to one kind of push must never be woken for the other: the
     /// fan-out cost of an event push would otherwise be paid by every notification client.

@@ -87,6 +87,8 @@ pub use dead_letters::{
 };
 pub use embedded::{EmbeddedConfig, EmbeddedProducer, EmbeddedSource};
 pub use error::{Error, Result};
-pub use processor::{BatchReport, Processor, ProcessorConfig, ProcessorStatus, PushSink};
+pub use processor::{
+    BatchReport, CommittedRow, Processor, ProcessorConfig, ProcessorStatus, PushSink,
+};
 pub use redis::{RedisSourceConfig, RedisStreamSource, default_consumer_name};
 pub use source::{Checkpoint, DeadLetterRecord, Source, SourceEntry};

@@ -1,6 +1,6 @@
 //! The run loop: read → decode → pipeline → one commit → ack → push.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use events_envelope::{EventCatalog, EventEnvelope, from_stream_fields_with_limit};
 use events_pipeline::{DedupCartridge, NotificationPush, Pipeline, PipelineContext};
-use events_storage::{EventDb, NewDeadLetter, StorageError, WriteTx};
+use events_storage::{EventDb, NewDeadLetter, Notification, StorageError, WriteTx};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,30 @@ pub trait PushSink: Send + Sync {
     fn notification(&self, push: &NotificationPush);
     /// An event was appended to the event log with sequence number `seq`.
     fn event(&self, seq: i64, event: &EventEnvelope);
+    /// Whether this sink would read the rows of changed notifications after the commit
+    /// (asked before each batch). If any sink says yes, the processor reads them at the end
+    /// of the batch's own transaction — where their pages are already in the writer's cache
+    /// — and hands them over through [`PushSink::notification_with_row`], instead of every
+    /// sink starting a read transaction of its own after the commit.
+    fn wants_notification_rows(&self) -> bool {
+        false
+    }
+    /// [`PushSink::notification`] with the notification's row as this batch committed it
+    /// (the state after the batch's last change to it).
+    fn notification_with_row(&self, push: &NotificationPush, _row: &CommittedRow) {
+        self.notification(push);
+    }
+}
+
+/// A notification row as a batch committed it, for [`PushSink::notification_with_row`].
+#[derive(Debug, Clone)]
+pub struct CommittedRow {
+    /// The row after the batch's last change to it.
+    pub notification: Arc<Notification>,
+    /// The batch's [`WriteTx::commit_number`]: the row is still the stored one while
+    /// [`EventDb::commit_count`] equals it (any later commit, say a PATCH through the API,
+    /// may have changed it).
+    pub commit: u64,
 }
 
 /// Tunables of the run loop. `ProcessorConfig::default()` gives brief §8 defaults.
@@ -165,7 +189,7 @@ enum Outcome {
     Logged {
         seq: i64,
         event: Box<EventEnvelope>,
-        pushes: Vec<NotificationPush>,
+        pushes: Vec<CommittedPush>,
     },
     Dropped {
         duplicate: bool,
@@ -173,6 +197,12 @@ enum Outcome {
     Skipped,
     DeadLettered(DeadLetterRecord),
     Retry(String),
+}
+
+/// A notification push with its committed row, if a sink asked for rows.
+struct CommittedPush {
+    push: NotificationPush,
+    row: Option<CommittedRow>,
 }
 
 struct Prepared {
@@ -356,7 +386,7 @@ impl<S: Source> Processor<S> {
         let mut retry = Vec::new();
         let mut min_retry_delay: Option<Duration> = None;
         let mut letters = Vec::new();
-        let mut committed: Vec<(i64, Box<EventEnvelope>, Vec<NotificationPush>)> = Vec::new();
+        let mut committed: Vec<(i64, Box<EventEnvelope>, Vec<CommittedPush>)> = Vec::new();
         for (p, outcome) in prepared.iter().zip(outcomes) {
             let id = p.entry.entry_id.clone();
             match outcome {
@@ -396,7 +426,10 @@ impl<S: Source> Processor<S> {
             for sink in &self.sinks {
                 call_sink(|| sink.event(*seq, event));
                 for push in pushes {
-                    call_sink(|| sink.notification(push));
+                    match &push.row {
+                        Some(row) => call_sink(|| sink.notification_with_row(&push.push, row)),
+                        None => call_sink(|| sink.notification(&push.push)),
+                    }
                 }
             }
         }
@@ -452,6 +485,7 @@ impl<S: Source> Processor<S> {
             pipeline: self.pipeline.clone(),
             checkpoint: self.source.checkpoint(),
             max_deliveries: self.config.max_deliveries,
+            read_rows: self.sinks.iter().any(|sink| sink.wants_notification_rows()),
             prepared,
         };
         let db = self.db.clone();
@@ -523,6 +557,8 @@ struct BatchWriter {
     pipeline: Pipeline,
     checkpoint: Checkpoint,
     max_deliveries: u64,
+    /// Read the committed rows of changed notifications for the sinks.
+    read_rows: bool,
     prepared: Arc<Vec<Prepared>>,
 }
 
@@ -552,8 +588,43 @@ impl BatchWriter {
         {
             tx.set_consumer_offset(stream, group, &format!("{offset}-0"))?;
         }
+        if self.read_rows {
+            attach_rows(tx, &mut outcomes)?;
+        }
         Ok(outcomes)
     }
+}
+
+/// Gives every push of the batch the row of its notification as the batch leaves it: read
+/// once per notification after all entries ran, so several changes to one row in a batch
+/// all carry its final state (what a read after the commit would see, as the writer is the
+/// only one).
+fn attach_rows(
+    tx: &WriteTx<'_>,
+    outcomes: &mut [Outcome],
+) -> std::result::Result<(), StorageError> {
+    let mut rows: HashMap<i64, Option<CommittedRow>> = HashMap::new();
+    for outcome in outcomes.iter_mut() {
+        let Outcome::Logged { pushes, .. } = outcome else {
+            continue;
+        };
+        for push in pushes {
+            let id = push.push.notification_id;
+            let row = match rows.get(&id) {
+                Some(row) => row.clone(),
+                None => {
+                    let row = tx.get_notification(id)?.map(|n| CommittedRow {
+                        notification: Arc::new(n),
+                        commit: tx.commit_number(),
+                    });
+                    rows.insert(id, row.clone());
+                    row
+                }
+            };
+            push.row = row;
+        }
+    }
+    Ok(())
 }
 
 /// One entry inside the batch transaction. With [`Isolation::PerEntry`] it runs under its
@@ -667,7 +738,10 @@ fn run_entry(
         }
     };
     let dropped_by = ctx.dropped_by().map(str::to_owned);
-    let pushes = std::mem::take(&mut ctx.pushes);
+    let pushes = std::mem::take(&mut ctx.pushes)
+        .into_iter()
+        .map(|push| CommittedPush { push, row: None })
+        .collect();
     drop(ctx);
     match result {
         Ok(Some(event)) => match tx.append_event(&event, Some(&entry.entry_id)) {

@@ -318,6 +318,13 @@ impl EventDb {
         self.inner.commits.subscribe()
     }
 
+    /// How many write transactions have committed so far (the value [`EventDb::commits`]
+    /// carries). A row read inside transaction [`WriteTx::commit_number`] `n` is still the
+    /// current row while this is `n`.
+    pub fn commit_count(&self) -> u64 {
+        *self.inner.commits.borrow()
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, on a blocking
     /// thread; commits if it returns `Ok`, rolls back if it returns `Err` (or panics).
     ///
@@ -494,6 +501,8 @@ impl Inner {
         let mut wtx = WriteTx {
             tx,
             received_at: timefmt::format(timefmt::now()),
+            // the writer lock is held, so no other commit can come in between
+            number: *self.commits.borrow() + 1,
         };
         let out = f(&mut wtx)?;
         wtx.tx.commit().map_err(|e| E::from(e.into()))?;
@@ -636,6 +645,8 @@ pub struct WriteTx<'c> {
     tx: rusqlite::Transaction<'c>,
     /// `received_at` of every event appended in this transaction.
     received_at: String,
+    /// What [`EventDb::commit_count`] becomes when this transaction commits.
+    number: u64,
 }
 
 impl WriteTx<'_> {
@@ -649,6 +660,12 @@ impl WriteTx<'_> {
     }
 
     read_methods!();
+
+    /// What [`EventDb::commit_count`] becomes when this transaction commits: rows read here
+    /// can be handed on tagged with it, and stay current as long as the count has not moved.
+    pub fn commit_number(&self) -> u64 {
+        self.number
+    }
 
     /// The raw connection inside this transaction, for tables this crate has no methods for
     /// (the delivery outbox). Do not `COMMIT` or `ROLLBACK` through it.

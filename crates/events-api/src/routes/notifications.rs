@@ -197,6 +197,9 @@ fn answer(
             state.hub.committed([NotificationChange {
                 notification_id: id,
                 was_created: false,
+                // read by the hub: a batch of the processor may commit a change to the
+                // same row before this push is published
+                row: None,
             }]);
             Ok(Json(notification))
         }

@@ -587,6 +587,38 @@ impl PushSink for RecordingSink {
     }
 }
 
+/// Asks for the committed rows and records every push with the row it came with.
+#[derive(Debug, Default)]
+pub(crate) struct RowSink {
+    pub(crate) rows: std::sync::Mutex<Vec<(i64, Option<events_processor::CommittedRow>)>>,
+}
+
+impl PushSink for RowSink {
+    fn notification(&self, push: &events_pipeline::NotificationPush) {
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((push.notification_id, None));
+    }
+
+    fn event(&self, _seq: i64, _event: &EventEnvelope) {}
+
+    fn wants_notification_rows(&self) -> bool {
+        true
+    }
+
+    fn notification_with_row(
+        &self,
+        push: &events_pipeline::NotificationPush,
+        row: &events_processor::CommittedRow,
+    ) {
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((push.notification_id, Some(row.clone())));
+    }
+}
+
 pub(crate) fn fixture_path() -> &'static Path {
     Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

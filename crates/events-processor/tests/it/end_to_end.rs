@@ -79,6 +79,54 @@ async fn redis_mixed_workload_matches_model() -> anyhow::Result<()> {
     mixed_workload_matches_model(Kind::Redis).await
 }
 
+/// A sink that asks for rows gets, with every notification push, the row as its batch
+/// committed it: the last row pushed for each notification is the stored one (several
+/// changes to one notification in a batch all carry its final state), and each row's commit
+/// number is a real commit, increasing along the pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_carry_the_rows_their_batch_committed() -> anyhow::Result<()> {
+    let harness = Harness::new(Kind::Embedded).await?;
+    let sink = Arc::new(RowSink::default());
+    let running = spawn(
+        &harness,
+        harness.source("c1", Duration::from_secs(30)),
+        fast_config(),
+        standard_pipeline(vec![]),
+        vec![sink.clone()],
+        Arc::new(test_catalog()),
+    );
+    let events = workload(3_000, 5);
+    harness.emit(&events).await?;
+    harness
+        .wait_processed(3_000, Duration::from_secs(120))
+        .await?;
+    running.stop().await?;
+
+    let rows = std::mem::take(&mut *sink.rows.lock().unwrap_or_else(|p| p.into_inner()));
+    assert!(!rows.is_empty(), "the workload changes notifications");
+    let mut last = std::collections::BTreeMap::new();
+    let mut previous_commit = 0;
+    for (id, row) in rows {
+        let row = row.unwrap_or_else(|| panic!("push of notification {id} came without its row"));
+        assert_eq!(row.notification.id, id);
+        assert!(row.commit >= previous_commit && row.commit <= harness.db.commit_count());
+        previous_commit = row.commit;
+        last.insert(id, row.notification);
+    }
+    for (id, pushed) in last {
+        let stored = harness
+            .db
+            .get_notification(id)
+            .await?
+            .expect("pushed row is stored");
+        assert_eq!(
+            *pushed, stored,
+            "last push of notification {id} is its stored state"
+        );
+    }
+    Ok(())
+}
+
 async fn graceful_shutdown_leaves_nothing_pending(kind: Kind) -> anyhow::Result<()> {
     let harness = Harness::new(kind).await?;
     let events = workload(3_000, 11);
