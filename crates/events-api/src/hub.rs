@@ -298,6 +298,7 @@ impl PushHub {
         // than the reads and sat between every commit and its push. A large wake-up (a
         // burst of thousands) goes to a blocking thread so that it never stalls the runtime.
         let lost = by_id.len() as u64;
+        metrics::counter!("events_push_rows_read_total").increment(lost);
         let fetch = move |r: &events_storage::Reader<'_>| {
             by_id
                 .into_iter()

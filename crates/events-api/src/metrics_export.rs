@@ -39,6 +39,10 @@ fn describe() {
         "pushes dropped because the hub queue was full"
     );
     metrics::describe_counter!(
+        "events_push_rows_read_total",
+        "notification rows the push hub read itself (the committed row was not handed over, or a later commit overtook it)"
+    );
+    metrics::describe_counter!(
         "events_ws_slow_client_closed_total",
         "WebSocket clients closed with 1013 for falling behind"
     );
