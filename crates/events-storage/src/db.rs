@@ -93,11 +93,14 @@ fn open_writer(path: &Path) -> Result<(Connection, String)> {
     // The processor runs every entry of a batch under its own SAVEPOINT; SQLite keeps the
     // statement journal of a savepoint in a temp file unless told otherwise, which the
     // benchmark profile showed as the largest single cost of the writer (a file write per
-    // event). Memory is plenty: one batch's journal is small. A larger page cache keeps the
-    // event-log indexes hot between batches.
+    // event). Memory is plenty: one batch's journal is small.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(&err)?;
-    conn.pragma_update(None, "cache_size", -65_536)
+    // 8 MiB of page cache keeps the hot index pages between batches. Not more: every commit
+    // scans the cache's hash table (`pcache1Truncate`, sized by the pages cached), which at
+    // 64 MiB was 3.5 % of the daemon at 5,000 events/s in small batches; e2e throughput was
+    // the same with either size (docs/benchmarks.md, session 4).
+    conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
         .map_err(&err)?;
     // Checkpoints run on a background thread (see `spawn_checkpointer`), so the writer does
     // not copy pages back and fsync inside its commits. This threshold (~200 MiB of WAL) is
@@ -136,6 +139,9 @@ const WRITER_BACKSTOP_CHECKPOINT_PAGES: i64 = 50_000;
 /// and they were the latency benchmark's tail (p99 ~200 ms at 5,000 events/s, 30 ms
 /// without the truncation). Reusing the file's blocks costs disk space, not time.
 const WAL_KEPT_BYTES: i64 = 256 * 1024 * 1024;
+/// The writer connection's page cache in KiB (why this size: see `open_writer`).
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
+
 /// How long the checkpointer lets commits accumulate after a wake-up before it checkpoints.
 /// Longer windows copy a page written by several batches back only once, but each checkpoint
 /// is then bigger, and a big checkpoint (page copies plus fsync) is what delays pushes: in

@@ -445,12 +445,12 @@ fn encode_payload(payload: &Map<String, Value>) -> Result<String> {
     })
 }
 
-fn get_sql() -> String {
-    format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1")
-}
+/// Built once: formatting it for every lookup showed in the push path's profile.
+static GET_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1"));
 
 pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Notification>> {
-    let mut stmt = conn.prepare_cached(&get_sql())?;
+    let mut stmt = conn.prepare_cached(&GET_SQL)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
         Some(row) => Ok(Some(from_row(row)?)),
@@ -460,7 +460,7 @@ pub(crate) fn get(conn: &Connection, id: i64) -> Result<Option<Notification>> {
 
 /// `get` straight to the JSON of [`Notification`] (see [`write_row_json`]).
 fn get_json(conn: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
-    let mut stmt = conn.prepare_cached(&get_sql())?;
+    let mut stmt = conn.prepare_cached(&GET_SQL)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
         Some(row) => {
