@@ -276,11 +276,11 @@ impl PushHub {
                 }
             }
         }
-        if !missing.is_empty() {
-            if let Some(fetched) = self.fetch(db, missing).await {
-                rows.extend(fetched);
-                rows.sort_unstable_by_key(|(id, ..)| *id);
-            }
+        if !missing.is_empty()
+            && let Some(fetched) = self.fetch(db, missing).await
+        {
+            rows.extend(fetched);
+            rows.sort_unstable_by_key(|(id, ..)| *id);
         }
         self.publish_rows(rows);
     }
