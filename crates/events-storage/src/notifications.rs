@@ -513,17 +513,41 @@ struct PageQuery {
 /// — which changes, seen from a connection, exactly when another connection committed —
 /// and counts again after any commit. Read inside the same read transaction as the page, so
 /// a remembered total is always the total of the snapshot the rows come from.
+///
+/// The same holds for whole list answers: between two commits the same filter gives the
+/// same bytes, so the JSON of the last few lists is remembered too (a dashboard polling
+/// its first page costs a copy, not 50 rows read and escaped). Under a steady write load
+/// every commit clears them, and a list costs what it did without.
 #[derive(Debug, Default)]
 pub(crate) struct CountCache {
-    /// The `data_version` the totals belong to.
+    /// The `data_version` the totals and pages belong to.
     version: Cell<Option<i64>>,
     /// `WHERE` clause and its values (debug-printed) → match count.
     totals: RefCell<HashMap<String, u64>>,
+    /// Filter (debug-printed) → the list's JSON.
+    pages: RefCell<HashMap<String, Vec<u8>>>,
 }
 
 impl CountCache {
     /// Distinct filters remembered at most; a connection that sees more starts over.
     const CAPACITY: usize = 64;
+    /// List answers remembered at most (they are up to ~1 MB at the largest `limit`).
+    const PAGES: usize = 8;
+    /// Larger list answers are not remembered.
+    const PAGE_MAX_BYTES: usize = 256 * 1024;
+
+    /// Forgets everything if the database changed since the last call (`data_version`, read
+    /// inside the current read transaction).
+    fn sync(&self, conn: &Connection) -> Result<()> {
+        let version: i64 = conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if self.version.replace(Some(version)) != Some(version) {
+            self.totals.borrow_mut().clear();
+            self.pages.borrow_mut().clear();
+        }
+        Ok(())
+    }
 }
 
 fn count(
@@ -535,12 +559,9 @@ fn count(
     let Some(cache) = counts else {
         return count_rows(conn, where_sql, values);
     };
-    let version: i64 = conn
-        .prepare_cached("PRAGMA data_version")?
-        .query_row([], |r| r.get(0))?;
+    cache.sync(conn)?;
     let mut totals = cache.totals.borrow_mut();
-    if cache.version.replace(Some(version)) != Some(version) || totals.len() >= CountCache::CAPACITY
-    {
+    if totals.len() >= CountCache::CAPACITY {
         totals.clear();
     }
     let key = format!("{where_sql}\u{0}{values:?}");
@@ -640,6 +661,30 @@ pub(crate) fn list(
 
 /// `list` straight to the JSON of [`NotificationPage`] (see [`write_row_json`]).
 fn list_json(
+    conn: &Connection,
+    counts: Option<&CountCache>,
+    filter: &NotificationFilter,
+) -> Result<Vec<u8>> {
+    let Some(cache) = counts else {
+        return write_list_json(conn, None, filter);
+    };
+    cache.sync(conn)?;
+    let key = format!("{filter:?}");
+    if let Some(body) = cache.pages.borrow().get(&key) {
+        return Ok(body.clone());
+    }
+    let body = write_list_json(conn, counts, filter)?;
+    if body.len() <= CountCache::PAGE_MAX_BYTES {
+        let mut pages = cache.pages.borrow_mut();
+        if pages.len() >= CountCache::PAGES {
+            pages.clear();
+        }
+        pages.insert(key, body.clone());
+    }
+    Ok(body)
+}
+
+fn write_list_json(
     conn: &Connection,
     counts: Option<&CountCache>,
     filter: &NotificationFilter,
@@ -1581,6 +1626,53 @@ mod tests {
         );
     }
 
+    /// A read connection answers a list it gave since the last commit with the same bytes
+    /// (remembered, not read again), and reads again after any commit of another connection.
+    #[test]
+    fn remembered_lists_follow_commits_of_other_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pages.db");
+        let mut writer = Connection::open(&path).unwrap();
+        writer
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        crate::migrations::migrate(&mut writer, &path).unwrap();
+        for i in 0..3 {
+            insert(&writer, &new(i), false).unwrap();
+        }
+        let reader = Connection::open(&path).unwrap();
+        let cache = CountCache::default();
+        let first_two = NotificationFilter {
+            limit: Some(2),
+            ..NotificationFilter::default()
+        };
+        let list = |filter: &NotificationFilter| {
+            reader.execute_batch("BEGIN").unwrap();
+            let json = list_json(&reader, Some(&cache), filter).unwrap();
+            reader.execute_batch("COMMIT").unwrap();
+            json
+        };
+        let page = list(&first_two);
+        let parsed: Value = serde_json::from_slice(&page).unwrap();
+        assert_eq!(parsed["notifications"].as_array().unwrap().len(), 2);
+        assert_eq!(parsed["total"], 3);
+        // no commit in between: the remembered bytes are the answer
+        cache
+            .pages
+            .borrow_mut()
+            .values_mut()
+            .for_each(|body| body.extend_from_slice(b" "));
+        assert_eq!(list(&first_two), [page.as_slice(), b" "].concat());
+        // another filter is its own answer
+        let all: Value = serde_json::from_slice(&list(&NotificationFilter::default())).unwrap();
+        assert_eq!(all["notifications"].as_array().unwrap().len(), 3);
+
+        insert(&writer, &new(3), false).unwrap();
+        let after: Value = serde_json::from_slice(&list(&first_two)).unwrap();
+        assert_eq!(after["total"], 4, "a commit elsewhere: read again");
+        assert_ne!(after["notifications"][0], parsed["notifications"][0]);
+    }
+
     /// The remembered totals of a read connection follow every commit of another
     /// connection, and stay for reads in between.
     #[test]
@@ -1616,6 +1708,8 @@ mod tests {
         assert_eq!(totals(), (10, 10));
         assert_eq!(cache.totals.borrow().len(), 2, "both counts remembered");
         // a page read without a commit in between comes from the remembered counts
+        // (remembered answers forgotten, or they would answer without counting)
+        cache.pages.borrow_mut().clear();
         let remembered = cache.totals.borrow().clone();
         cache
             .totals
@@ -1628,6 +1722,7 @@ mod tests {
             "no commit: counts are not taken again"
         );
         *cache.totals.borrow_mut() = remembered;
+        cache.pages.borrow_mut().clear();
 
         let (id, _) = insert(&writer, &new(10), false).unwrap();
         assert_eq!(totals(), (11, 11));
