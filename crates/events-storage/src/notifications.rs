@@ -559,7 +559,8 @@ fn count(
     let Some(cache) = counts else {
         return count_rows(conn, where_sql, values);
     };
-    cache.sync(conn)?;
+    // `cache` was synced with this read transaction by the list that asks (`list`,
+    // `list_json`): one `data_version` read per list, however many counts it takes.
     let mut totals = cache.totals.borrow_mut();
     if totals.len() >= CountCache::CAPACITY {
         totals.clear();
@@ -645,6 +646,9 @@ pub(crate) fn list(
     counts: Option<&CountCache>,
     filter: &NotificationFilter,
 ) -> Result<NotificationPage> {
+    if let Some(cache) = counts {
+        cache.sync(conn)?;
+    }
     let page = plan_page(conn, counts, filter)?;
     let mut notifications = Vec::new();
     for_each_row(conn, filter, &page, |row| {
@@ -684,6 +688,7 @@ fn list_json(
     Ok(body)
 }
 
+/// The list's JSON; `counts`, if any, synced by the caller.
 fn write_list_json(
     conn: &Connection,
     counts: Option<&CountCache>,
@@ -1626,21 +1631,28 @@ mod tests {
         );
     }
 
-    /// A read connection answers a list it gave since the last commit with the same bytes
-    /// (remembered, not read again), and reads again after any commit of another connection.
-    #[test]
-    fn remembered_lists_follow_commits_of_other_connections() {
+    /// A WAL database file with `n` notifications, its writer and a second connection
+    /// reading it (as a pooled reader does).
+    fn writer_and_reader(n: usize) -> (tempfile::TempDir, Connection, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pages.db");
+        let path = dir.path().join("events.db");
         let mut writer = Connection::open(&path).unwrap();
         writer
             .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
             .unwrap();
         crate::migrations::migrate(&mut writer, &path).unwrap();
-        for i in 0..3 {
+        for i in 0..n {
             insert(&writer, &new(i), false).unwrap();
         }
         let reader = Connection::open(&path).unwrap();
+        (dir, writer, reader)
+    }
+
+    /// A read connection answers a list it gave since the last commit with the same bytes
+    /// (remembered, not read again), and reads again after any commit of another connection.
+    #[test]
+    fn remembered_lists_follow_commits_of_other_connections() {
+        let (_dir, writer, reader) = writer_and_reader(3);
         let cache = CountCache::default();
         let first_two = NotificationFilter {
             limit: Some(2),
@@ -1677,17 +1689,7 @@ mod tests {
     /// connection, and stay for reads in between.
     #[test]
     fn remembered_totals_follow_commits_of_other_connections() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("counts.db");
-        let mut writer = Connection::open(&path).unwrap();
-        writer
-            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .unwrap();
-        crate::migrations::migrate(&mut writer, &path).unwrap();
-        for i in 0..10 {
-            insert(&writer, &new(i), false).unwrap();
-        }
-        let reader = Connection::open(&path).unwrap();
+        let (_dir, writer, reader) = writer_and_reader(10);
         let cache = CountCache::default();
         let unseen = NotificationFilter {
             human_status: Some(HumanStatus::Unseen),
@@ -1732,6 +1734,12 @@ mod tests {
             .execute("DELETE FROM notifications WHERE id = ?1", [id])
             .unwrap();
         assert_eq!(totals(), (10, 10));
+        // the struct list (`Reader::list_notifications`) follows commits the same way
+        insert(&writer, &new(11), false).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let page = list(&reader, Some(&cache), &all).unwrap();
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(page.total, 11);
     }
 
     #[test]
