@@ -385,6 +385,7 @@ pub async fn serve_with(
         .unwrap_or_else(|_| "?".to_owned());
     // Connections watch the state's token; tie it to the caller's.
     let connections = state.shutdown.clone();
+    let websockets = state.websockets.clone();
     let header_read_timeout = state.limits.header_read_timeout;
     let app = router_with(state, extra);
     let tracker = TaskTracker::new();
@@ -435,6 +436,10 @@ pub async fn serve_with(
     connections.cancel();
     tracker.close();
     tracker.wait().await;
+    // WebSockets upgraded from those connections close themselves (each frame bounded by
+    // `ws_send_timeout`); wait until they have.
+    websockets.close();
+    websockets.wait().await;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use events_storage::EventDb;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use crate::auth::{AuthConfig, Authenticator, RateLimiter};
@@ -137,6 +138,11 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Fires when the server shuts down: WebSocket and SSE connections close (1001).
     pub shutdown: CancellationToken,
+    /// Open WebSocket connections. They run in tasks of their own once upgraded, outside
+    /// the HTTP connection that started them, so the server waits on this to return only
+    /// after each has sent its close frame (else the process could exit first and the
+    /// client would see a reset instead of 1001).
+    pub websockets: TaskTracker,
 }
 
 impl fmt::Debug for AppState {
@@ -185,6 +191,7 @@ impl AppState {
             readiness: Arc::new(Vec::new()),
             metrics: crate::install_metrics_recorder(),
             shutdown: CancellationToken::new(),
+            websockets: TaskTracker::new(),
         })
     }
 

@@ -173,6 +173,8 @@ fn close(code: u16, reason: &'static str) -> Message {
 }
 
 async fn connection(socket: WebSocket, state: AppState) {
+    // counted until this function returns (the close frame is sent by then)
+    let _open = state.websockets.token();
     metrics::gauge!("events_ws_connections").increment(1.0);
     // A receiver per push kind, held only while a topic of that kind is subscribed, so the
     // connection is woken only for pushes it may want.
