@@ -2,7 +2,7 @@
 
 use events_envelope::{EventEnvelope, EventSchema, NotificationLifecycle};
 use events_storage::NewNotification;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{CartridgeError, Result};
 use crate::pipeline::{Cartridge, LocalBoxFuture, NotificationPush, PipelineContext};
@@ -82,25 +82,24 @@ impl NotificationProjector {
             let open = match &group {
                 Some((field, value)) => ctx
                     .tx
-                    .find_open_by_group(domain, field, value)
+                    .find_open_in_group(domain, field, value)
                     .map_err(Self::storage)?,
                 None => None,
             };
             if let Some(open) = open {
                 if lifecycle.resolves {
-                    let resolution = Value::Object(event.payload.clone());
                     ctx.tx
-                        .resolve_notification(open.id, &resolution)
+                        .resolve_found_notification(open.id, &event.payload)
                         .map_err(Self::storage)?;
                     return Ok(Some(Effect::Resolved(open.id)));
                 }
+                let mut payload = open.payload().map_err(Self::storage)?;
                 let meaningful = lifecycle.meaningful_fields.iter().any(|f| {
                     event
                         .payload
                         .get(f)
-                        .is_some_and(|v| open.payload.get(f) != Some(v))
+                        .is_some_and(|v| payload.get(f) != Some(v))
                 });
-                let mut payload: Map<String, Value> = open.payload.clone();
                 for (k, v) in &event.payload {
                     payload.insert(k.clone(), v.clone());
                 }

@@ -205,6 +205,16 @@ struct CommittedPush {
     row: Option<CommittedRow>,
 }
 
+/// What a committed batch still owes the transport: its dead letters published and its
+/// entries acknowledged. The run loop pays it while the next batch commits (both are round
+/// trips to Redis that the next batch need not wait for); an entry acknowledged late is
+/// only redelivered after a crash, and then skipped as processed.
+#[derive(Default)]
+struct Settlement {
+    letters: Vec<DeadLetterRecord>,
+    acks: Vec<String>,
+}
+
 struct Prepared {
     entry: SourceEntry,
     decoded: std::result::Result<EventEnvelope, String>,
@@ -259,8 +269,13 @@ impl<S: Source> Processor<S> {
         // They are processed even after `cancel` (graceful shutdown finishes what it read),
         // but nothing more is read ahead then.
         let mut ahead: Vec<SourceEntry> = Vec::new();
+        // What the last committed batch still owes the transport (paid during the next
+        // commit, or before waiting for new entries, or on the way out).
+        let mut owed = Settlement::default();
         while !cancel.is_cancelled() || !ahead.is_empty() {
             let read = if ahead.is_empty() {
+                // nothing to overlap it with: settle before (perhaps long) waiting
+                self.settle(std::mem::take(&mut owed)).await;
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
@@ -287,11 +302,14 @@ impl<S: Source> Processor<S> {
             backoff.reset();
             if !entries.is_empty() {
                 let read_ahead = !cancel.is_cancelled();
-                let Some((report, next)) = self.run_batch(entries, &cancel, read_ahead).await
+                let previous = std::mem::take(&mut owed);
+                let Some((report, next, settlement)) =
+                    self.run_batch(entries, &cancel, read_ahead, previous).await
                 else {
                     break;
                 };
                 ahead = next;
+                owed = settlement;
                 tracing::debug!(?report, "batch committed");
             }
             if Instant::now() >= next_lag {
@@ -304,6 +322,7 @@ impl<S: Source> Processor<S> {
                 }
             }
         }
+        self.settle(owed).await;
         self.status.running.store(false, Ordering::Relaxed);
         tracing::info!(source = %self.source.describe(), "processor stopped");
         Ok(())
@@ -318,21 +337,41 @@ impl<S: Source> Processor<S> {
         entries: Vec<SourceEntry>,
         cancel: &CancellationToken,
     ) -> Option<BatchReport> {
-        self.run_batch(entries, cancel, false)
-            .await
-            .map(|(report, _)| report)
+        let (report, _, settlement) = self
+            .run_batch(entries, cancel, false, Settlement::default())
+            .await?;
+        self.settle(settlement).await;
+        Some(report)
     }
 
-    /// [`Processor::process_batch`], optionally reading the next entries
-    /// ([`Source::read_ahead`]) while this batch commits: on two cores the transport round
-    /// trip and decoding then overlap the SQLite work instead of following it. Returns the
-    /// entries read ahead (not yet processed) with the report.
+    /// Publishes a committed batch's dead letters on the transport, then acknowledges its
+    /// entries. Failures are logged, not retried: the letters are kept in storage, and
+    /// unacknowledged entries are skipped as processed when delivered again.
+    async fn settle(&mut self, owed: Settlement) {
+        if !owed.letters.is_empty()
+            && let Err(e) = self.source.publish_dead_letters(&owed.letters).await
+        {
+            tracing::warn!(error = %error_chain(&e), "publishing dead letters on the transport failed (kept in storage)");
+        }
+        if !owed.acks.is_empty()
+            && let Err(e) = self.source.ack(&owed.acks).await
+        {
+            tracing::warn!(error = %error_chain(&e), count = owed.acks.len(), "acking a committed batch failed");
+        }
+    }
+
+    /// [`Processor::process_batch`] without its settlement: while this batch commits, it
+    /// settles the `previous` batch and optionally reads the next entries
+    /// ([`Source::read_ahead`]) — on two cores the transport round trips and decoding then
+    /// overlap the SQLite work instead of following it. Returns the report, the entries read
+    /// ahead (not yet processed) and what this batch owes the transport.
     async fn run_batch(
         &mut self,
         entries: Vec<SourceEntry>,
         cancel: &CancellationToken,
         read_ahead: bool,
-    ) -> Option<(BatchReport, Vec<SourceEntry>)> {
+        previous: Settlement,
+    ) -> Option<(BatchReport, Vec<SourceEntry>, Settlement)> {
         let started = Instant::now();
         let prepared: Arc<Vec<Prepared>> = Arc::new(
             entries
@@ -350,18 +389,22 @@ impl<S: Source> Processor<S> {
         );
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
         let first = self.commit(Arc::clone(&prepared));
-        let (mut committed, ahead) = if read_ahead {
-            let (committed, ahead) =
-                tokio::join!(first, self.source.read_ahead(self.config.batch_size));
-            let ahead = ahead.unwrap_or_else(|e| {
-                // the ordinary read after this batch retries (and backs off) as usual
-                tracing::debug!(error = %error_chain(&e), "reading ahead failed");
-                None
-            });
-            (committed, ahead.unwrap_or_default())
-        } else {
-            (first.await, Vec::new())
+        let batch_size = self.config.batch_size;
+        let transport = async {
+            self.settle(previous).await;
+            if !read_ahead {
+                return Vec::new();
+            }
+            let ahead = self.source.read_ahead(batch_size).await;
+            ahead
+                .unwrap_or_else(|e| {
+                    // the ordinary read after this batch retries (and backs off) as usual
+                    tracing::debug!(error = %error_chain(&e), "reading ahead failed");
+                    None
+                })
+                .unwrap_or_default()
         };
+        let (mut committed, ahead) = tokio::join!(first, transport);
         let outcomes = loop {
             match committed {
                 Ok(outcomes) => break outcomes,
@@ -433,13 +476,6 @@ impl<S: Source> Processor<S> {
                 }
             }
         }
-        if let Err(e) = self.source.publish_dead_letters(&letters).await {
-            tracing::warn!(error = %error_chain(&e), "publishing dead letters on the transport failed (kept in storage)");
-        }
-        if let Err(e) = self.source.ack(&settled).await {
-            // harmless: they are in processed_entries and will be skipped when redelivered
-            tracing::warn!(error = %error_chain(&e), count = settled.len(), "acking a committed batch failed");
-        }
         if let Some(delay) = min_retry_delay {
             self.source.retry_later(&retry, delay);
         }
@@ -453,7 +489,11 @@ impl<S: Source> Processor<S> {
             .unwrap_or(i64::MAX);
         self.status.last_batch_ms.store(now_ms, Ordering::Relaxed);
 
-        Some((report, ahead))
+        let settlement = Settlement {
+            letters,
+            acks: settled,
+        };
+        Some((report, ahead, settlement))
     }
 
     fn retry_delay(&self, delivery_count: u64) -> Duration {

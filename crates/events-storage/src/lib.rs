@@ -61,7 +61,7 @@ pub use events::{EventQuery, StoredEvent};
 pub use migrations::LATEST_SCHEMA_VERSION;
 pub use notifications::{
     AgentStatus, HumanStatus, NewNotification, Notification, NotificationFilter, NotificationPage,
-    Transition,
+    OpenInGroup, Transition,
 };
 /// The rusqlite version this crate links, for callers of [`WriteTx::connection`].
 pub use rusqlite;

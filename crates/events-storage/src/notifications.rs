@@ -1026,6 +1026,69 @@ pub(crate) fn find_open_by_group(
     }
 }
 
+/// The newest open notification of a group as the projector needs it: its id and its
+/// payload, nothing else. Reading the whole row (two dozen columns, each copied into a
+/// `String`) for every update and resolve was a tenth of the projector's time in the e2e
+/// profile.
+pub(crate) fn find_open_in_group(
+    conn: &Connection,
+    domain: &str,
+    group_field: &str,
+    group_value: &str,
+) -> Result<Option<OpenInGroup>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, payload FROM notifications \
+         WHERE domain = ?1 AND group_field = ?2 AND group_value = ?3 AND agent_status != 'resolved' \
+         ORDER BY id DESC LIMIT 1",
+    )?;
+    let mut rows = stmt.query(params![domain, group_field, group_value])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(OpenInGroup {
+            id: row.get(0)?,
+            payload: row.get(1)?,
+        })),
+        None => Ok(None),
+    }
+}
+
+/// An open notification found by [`find_open_in_group`]: the payload stays JSON text until
+/// someone needs it (a resolve does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenInGroup {
+    /// The notification's id.
+    pub id: i64,
+    payload: String,
+}
+
+impl OpenInGroup {
+    /// The stored payload, parsed.
+    pub fn payload(&self) -> Result<Map<String, Value>> {
+        json_object("payload", &self.payload)
+    }
+}
+
+/// Resolves a notification the caller found open in this same transaction (the lifecycle
+/// projector): one guarded `UPDATE`, without reading the row before and after as
+/// [`resolve`] does for the API's answer. `false` if it is missing or already resolved.
+pub(crate) fn resolve_found(
+    conn: &Connection,
+    id: i64,
+    resolution: &Map<String, Value>,
+) -> Result<bool> {
+    let text = serde_json::to_string(resolution).map_err(|source| StorageError::Json {
+        field: "resolution",
+        source,
+    })?;
+    let now = timefmt::format(timefmt::now());
+    let changed = conn
+        .prepare_cached(
+            "UPDATE notifications SET agent_status = 'resolved', resolution = ?2, \
+             resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND agent_status != 'resolved'",
+        )?
+        .execute(params![id, text, now])?;
+    Ok(changed > 0)
+}
+
 pub(crate) fn update_content(
     conn: &Connection,
     id: i64,

@@ -176,3 +176,38 @@ async fn embedded_graceful_shutdown_leaves_nothing_pending() -> anyhow::Result<(
 async fn redis_graceful_shutdown_leaves_nothing_pending() -> anyhow::Result<()> {
     graceful_shutdown_leaves_nothing_pending(Kind::Redis).await
 }
+
+/// A batch's acknowledgement is paid while the next batch commits; when no next batch comes,
+/// it must still be paid before the processor waits for new entries — not left pending
+/// until the next emit or the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_last_batch_is_acked_while_the_stream_is_idle() -> anyhow::Result<()> {
+    let harness = Harness::new(Kind::Redis).await?;
+    let running = spawn(
+        &harness,
+        harness.source("c1", Duration::from_secs(30)),
+        fast_config(),
+        standard_pipeline(vec![]),
+        vec![],
+        Arc::new(test_catalog()),
+    );
+    for (round, size) in [(1, 1_500), (2, 7)] {
+        let events = workload(size, 20 + round);
+        harness.emit(&events).await?;
+        let total = if round == 1 { 1_500 } else { 1_507 };
+        harness
+            .wait_processed(total, Duration::from_secs(120))
+            .await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while harness.redis_pending() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {} entries still pending on an idle stream",
+                harness.redis_pending()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    running.stop().await?;
+    Ok(())
+}

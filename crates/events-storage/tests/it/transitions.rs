@@ -377,6 +377,52 @@ async fn find_open_by_group_returns_newest_unresolved() {
 }
 
 #[tokio::test]
+async fn projector_lookup_and_resolve_match_the_full_row_versions() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let older = insert(&db, new_notification(7)).await;
+    let newer = insert(&db, new_notification(7)).await;
+    let open = db
+        .write(|tx| tx.find_open_in_group("acme", "order_id", "7"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(open.id, newer);
+    assert_eq!(
+        serde_json::Value::Object(open.payload().unwrap()),
+        json!({ "order_id": 7, "status": "placed" })
+    );
+    let resolution = json!({ "by": "ci" }).as_object().cloned().unwrap();
+    let r = resolution.clone();
+    db.write(move |tx| tx.resolve_found_notification(newer, &r))
+        .await
+        .unwrap();
+    let resolved = db.get_notification(newer).await.unwrap().unwrap();
+    assert_eq!(resolved.agent_status, AgentStatus::Resolved);
+    assert_eq!(resolved.resolution, Some(json!({ "by": "ci" })));
+    assert!(resolved.resolved_at.is_some());
+    assert_eq!(resolved.updated_at, resolved.resolved_at.unwrap());
+    // the next lookup finds the older one; resolving the resolved one again is refused
+    let found = db
+        .read(|r| r.find_open_in_group("acme", "order_id", "7"))
+        .await
+        .unwrap();
+    assert_eq!(found.map(|o| o.id), Some(older));
+    let r = resolution.clone();
+    assert!(
+        db.write(move |tx| tx.resolve_found_notification(newer, &r))
+            .await
+            .is_err()
+    );
+    let still = db.get_notification(newer).await.unwrap().unwrap();
+    assert_eq!(still.resolved_at, resolved.resolved_at);
+    assert!(
+        db.write(move |tx| tx.resolve_found_notification(9_999, &resolution))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn notification_json_has_every_column_with_typed_values() {
     let db = EventDb::open_in_memory().await.unwrap();
     let id = insert(&db, new_notification(3)).await;
