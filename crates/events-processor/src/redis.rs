@@ -266,7 +266,19 @@ impl RedisStreamSource {
             block = block.min(t.saturating_duration_since(now));
         }
         let block_ms = (block.as_millis() as u64).max(1);
-        self.read_new(max, Some(block_ms)).await
+        let mut entries = self.read_new(max, Some(block_ms)).await?;
+        // Redis answers a blocked XREADGROUP as soon as the first entry arrives, and a
+        // producer's pipelined batch is right behind it: one immediate read takes the rest
+        // into this batch. Without it they waited a whole commit cycle (at 5,000 events/s in
+        // ticks of five, four events in five did). A failed top-up is retried by the next
+        // read; what was read is not lost on its account.
+        if !entries.is_empty() && entries.len() < max {
+            match self.read_new(max - entries.len(), None).await {
+                Ok(more) => entries.extend(more),
+                Err(e) => tracing::debug!(error = %e, "topping up a read failed"),
+            }
+        }
+        Ok(entries)
     }
 
     /// `XREADGROUP ... >`: entries never delivered to the group, waiting up to `block_ms`

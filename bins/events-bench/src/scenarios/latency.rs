@@ -27,6 +27,13 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the epoch of an RFC 3339 timestamp (the daemon's `created_at`).
+fn unix_us(text: &str) -> Option<u64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(at.unix_timestamp_nanos() / 1_000).ok()
+}
+
 fn event(prefix: &str, i: u64) -> EventEnvelope {
     EventEnvelope::new(TODO_CREATED, SOURCE)
         .with_field("slug", format!("{prefix}-{i}"))
@@ -158,6 +165,9 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     }
     let reader = tokio::spawn(async move {
         let mut samples = Vec::with_capacity(total as usize);
+        // The two legs of each sample, split at the notification's `created_at` (the
+        // daemon's clock inside the batch's transaction; same machine, same clock).
+        let mut legs = Vec::with_capacity(total as usize);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(ctx_timeout(total));
         while (samples.len() as u64) < total {
             let Ok(Some(message)) = tokio::time::timeout_at(deadline, ws.next()).await else {
@@ -172,9 +182,18 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
                 && let Some(sent) = value["notification"]["payload"]["sent_us"].as_u64()
             {
                 samples.push(now.saturating_sub(sent) as f64 / 1000.0);
+                if let Some(created) = value["notification"]["created_at"]
+                    .as_str()
+                    .and_then(unix_us)
+                {
+                    legs.push((
+                        created.saturating_sub(sent) as f64 / 1000.0,
+                        now.saturating_sub(created) as f64 / 1000.0,
+                    ));
+                }
             }
         }
-        Ok::<_, anyhow::Error>(samples)
+        Ok::<_, anyhow::Error>((samples, legs))
     });
     let mut config = RedisProducerConfig::new(ctx.redis.url());
     config.maxlen = None;
@@ -193,9 +212,11 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         },
     )
     .await;
-    let samples = reader.await??;
+    let (samples, legs) = reader.await??;
     let received = samples.len() as u64;
     let p = summarize(samples);
+    let to_insert = summarize(legs.iter().map(|(a, _)| *a).collect());
+    let to_client = summarize(legs.iter().map(|(_, b)| *b).collect());
     let stored = {
         let conn = verify::open(&daemon.db_path())?;
         let n: i64 = conn.query_row(
@@ -227,6 +248,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "rate_per_s": ctx.sizes.latency_rate, "secs": ctx.sizes.latency_secs,
             "ws_ms": {"p50": p.p50, "p90": p.p90, "p99": p.p99, "max": p.max},
             "raw_ms": {"p50": raw_p.p50, "p90": raw_p.p90, "p99": raw_p.p99, "max": raw_p.max},
+            "emit_to_insert_ms": {"p50": to_insert.p50, "p90": to_insert.p90, "p99": to_insert.p99},
+            "insert_to_client_ms": {"p50": to_client.p50, "p90": to_client.p90, "p99": to_client.p99},
         }),
     })
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use events_processor::{RedisSourceConfig, RedisStreamSource, Source};
 use events_storage::NotificationFilter;
 
 use crate::common::*;
@@ -209,5 +210,23 @@ async fn redis_last_batch_is_acked_while_the_stream_is_idle() -> anyhow::Result<
         }
     }
     running.stop().await?;
+    Ok(())
+}
+
+/// Redis answers a blocked `XREADGROUP` after the first `XADD` of a producer's pipelined
+/// batch; the rest of the batch must come in the same read, not a whole commit cycle later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_blocking_read_takes_the_whole_pipelined_batch() -> anyhow::Result<()> {
+    let harness = Harness::new(Kind::Redis).await?;
+    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
+    config.consumer = "c1".into();
+    config.block = Duration::from_secs(10);
+    let mut source = RedisStreamSource::new(config);
+    // connects (creating the group at the stream's end) and blocks
+    let reader = tokio::spawn(async move { source.read_batch(100).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    harness.emit(&workload(5, 31)).await?;
+    let entries = tokio::time::timeout(Duration::from_secs(30), reader).await???;
+    assert_eq!(entries.len(), 5, "one read takes the whole pipelined batch");
     Ok(())
 }
