@@ -30,15 +30,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const READ_POOL_SIZE: usize = 4;
 /// Statements cached per connection (`prepare_cached`); list queries vary with their filters.
 const STATEMENT_CACHE: usize = 128;
-/// Address space a connection maps of the database file. A reader then takes pages of
+/// Address space a read connection maps of the database file. A reader then takes pages of
 /// the main file straight from the mapping instead of through SQLite's page cache, whose
 /// lookups share one mutex with every other connection of the process (under API load
-/// `pcache1Fetch` and the wake-ups on that mutex were a fifth of the daemon's time). The
-/// writer maps it too: with its small page cache, the rows an update or resolve looks up
-/// were otherwise read with a `pread` each (a third of the projector's group lookups in the
-/// e2e profile). Pages still in the WAL are read as before, and SQLite never writes through
-/// the mapping. Address space only: nothing is allocated.
-const MMAP_BYTES: i64 = 1 << 30;
+/// `pcache1Fetch` and the wake-ups on that mutex were a fifth of the daemon's time). Pages
+/// still in the WAL are read as before. Address space only: nothing is allocated.
+///
+/// The writer does not map the file: tried in session 5 (its group lookups `pread` pages
+/// its 8 MiB cache lacks), e2e and embedded throughput were the same within noise, and
+/// the mapped pages it touched counted in the daemon's RSS (e2e peak 99 → 805 MiB).
+const READ_MMAP_BYTES: i64 = 1 << 30;
 
 /// Handle to the daemon's database. Cheap to clone (an `Arc` inside).
 ///
@@ -104,8 +105,6 @@ fn open_writer(path: &Path) -> Result<(Connection, String)> {
     // 64 MiB was 3.5 % of the daemon at 5,000 events/s in small batches; e2e throughput was
     // the same with either size (docs/benchmarks.md, session 4).
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
-        .map_err(&err)?;
-    conn.pragma_update(None, "mmap_size", MMAP_BYTES)
         .map_err(&err)?;
     // Checkpoints run on a background thread (see `spawn_checkpointer`), so the writer does
     // not copy pages back and fsync inside its commits. This threshold (~200 MiB of WAL) is
@@ -237,7 +236,7 @@ impl deadpool::managed::Manager for ReadConnections {
             configure_common(&conn)?;
             // Readers must never write: all writes are serialised through the writer.
             conn.pragma_update(None, "query_only", "ON")?;
-            conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+            conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)?;
             Ok(ReadConnection {
                 conn,
                 counts: CountCache::default(),
