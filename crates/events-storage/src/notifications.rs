@@ -1051,7 +1051,7 @@ pub(crate) fn find_open_in_group(
     }
 }
 
-/// An open notification found by [`find_open_in_group`]: the payload stays JSON text until
+/// An open notification found by [`crate::WriteTx::find_open_in_group`]: the payload stays JSON text until
 /// someone needs it (a resolve does not).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenInGroup {
