@@ -36,6 +36,10 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Largest number of notification changes the hub keeps waiting for its task; beyond that
 /// pushes are dropped (counted in `events_push_dropped_total`) — clients resync over REST.
 const MAX_PENDING_NOTIFICATIONS: usize = 100_000;
+/// Queue length up to which a change keeps the row its committer handed over. A hub that far
+/// behind a burst would send those rows only after later commits (so it reads them again
+/// anyway), and a full queue of rows is ~100 MB where a queue of ids is ~3 MB.
+const MAX_PENDING_WITH_ROWS: usize = 4096;
 /// Most notification rows one wake-up reads on the hub task's own thread (a lookup by
 /// primary key each, microseconds); more go to a blocking thread.
 const INLINE_FETCH_ROWS: u64 = 64;
@@ -190,11 +194,14 @@ impl PushHub {
                 .pending
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for change in changes {
+            for mut change in changes {
                 if pending.len() >= MAX_PENDING_NOTIFICATIONS {
                     self.inner.dropped.fetch_add(1, Ordering::Relaxed);
                     metrics::counter!("events_push_dropped_total").increment(1);
                 } else {
+                    if pending.len() >= MAX_PENDING_WITH_ROWS {
+                        change.row = None;
+                    }
                     pending.push(change);
                 }
             }
@@ -445,6 +452,35 @@ mod tests {
         assert_eq!(
             published_description(&hub, &db, &mut receiver, without_row).await,
             "as stored"
+        );
+    }
+
+    /// Behind a long queue the hub keeps ids, not rows: the memory of a queue that far
+    /// behind stays that of ids, and the pushes still carry the stored rows.
+    #[tokio::test]
+    async fn a_long_queue_keeps_ids_not_rows() {
+        let (db, stored) = db_with_one_notification().await;
+        let hub = PushHub::new("epoch", 0, 16);
+        let change = || NotificationChange {
+            notification_id: stored.id,
+            was_created: false,
+            row: Some(CommittedRow {
+                notification: Arc::new(stored.clone()),
+                commit: db.commit_count(),
+            }),
+        };
+        hub.committed((0..MAX_PENDING_WITH_ROWS + 10).map(|_| change()));
+        let pending = hub.inner.pending.lock().expect("lock");
+        assert_eq!(pending.len(), MAX_PENDING_WITH_ROWS + 10);
+        assert!(
+            pending[..MAX_PENDING_WITH_ROWS]
+                .iter()
+                .all(|c| c.row.is_some())
+        );
+        assert!(
+            pending[MAX_PENDING_WITH_ROWS..]
+                .iter()
+                .all(|c| c.row.is_none())
         );
     }
 
