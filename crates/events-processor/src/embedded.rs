@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use events_envelope::{EventEnvelope, to_stream_fields};
 use events_producer::{BoxFuture, EmitReceipt, Producer, validate_events};
-use events_storage::{EmbeddedEntry, EventDb, StorageError};
+use events_storage::{EmbeddedEntry, EncodedFields, EventDb, StorageError};
 use tokio::sync::Notify;
 
 use crate::dead_letters::RawAppend;
@@ -276,12 +276,17 @@ impl EmbeddedProducer {
     /// producers' entries.
     pub async fn append_fields(&self, entries: Vec<Vec<(String, String)>>) -> Result<Vec<String>> {
         let stream = self.stream.clone();
+        // encoded here, not on the single writer thread the whole daemon shares
+        let encoded = entries
+            .iter()
+            .map(|fields| EncodedFields::encode(fields))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let ids = self
             .db
             .write(move |tx| {
-                entries
+                encoded
                     .iter()
-                    .map(|fields| tx.embedded_append(&stream, fields))
+                    .map(|fields| tx.embedded_append_encoded(&stream, fields))
                     .collect()
             })
             .await?;

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::dead_letters::{self, DeadLetter, NewDeadLetter};
-use crate::embedded::{self, EmbeddedEntry};
+use crate::embedded::{self, EmbeddedEntry, EncodedFields};
 use crate::events::{self, EventQuery, StoredEvent};
 use crate::migrations;
 use crate::notifications::{
@@ -818,6 +818,17 @@ impl WriteTx<'_> {
 
     /// Appends an entry to an embedded stream; returns its id (`"42-0"`).
     pub fn embedded_append(&mut self, stream: &str, fields: &[(String, String)]) -> Result<String> {
+        let fields = EncodedFields::encode(fields)?;
+        self.embedded_append_encoded(stream, &fields)
+    }
+
+    /// [`WriteTx::embedded_append`] of fields encoded before the transaction
+    /// ([`EncodedFields::encode`]), so that the writer thread only inserts.
+    pub fn embedded_append_encoded(
+        &mut self,
+        stream: &str,
+        fields: &EncodedFields,
+    ) -> Result<String> {
         embedded::append(self.conn(), stream, fields, &self.received_at)
     }
 

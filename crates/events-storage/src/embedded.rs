@@ -39,21 +39,35 @@ fn format_entry_id(n: i64) -> String {
     format!("{n}-0")
 }
 
+/// A stream entry's fields as the embedded stream stores them: a JSON array of
+/// `[name, value]` pairs. Encoding them before the write transaction keeps the work off the
+/// single writer thread (a third of an embedded append's time in the `embedded` profile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFields(String);
+
+impl EncodedFields {
+    /// Encodes `fields` for [`crate::WriteTx::embedded_append_encoded`].
+    pub fn encode(fields: &[(String, String)]) -> Result<Self> {
+        serde_json::to_string(fields)
+            .map(Self)
+            .map_err(|source| StorageError::Json {
+                field: "fields",
+                source,
+            })
+    }
+}
+
 /// `created_at` is the write transaction's time stamp, formatted once per transaction.
 pub(crate) fn append(
     conn: &Connection,
     stream: &str,
-    fields: &[(String, String)],
+    fields: &EncodedFields,
     created_at: &str,
 ) -> Result<String> {
-    let text = serde_json::to_string(fields).map_err(|source| StorageError::Json {
-        field: "fields",
-        source,
-    })?;
     conn.prepare_cached(
         "INSERT INTO stream_entries (stream, fields, created_at) VALUES (?1, ?2, ?3)",
     )?
-    .execute(params![stream, text, created_at])?;
+    .execute(params![stream, fields.0, created_at])?;
     Ok(format_entry_id(conn.last_insert_rowid()))
 }
 

@@ -55,7 +55,7 @@ mod timefmt;
 
 pub use db::{EventDb, Reader, WriteTx};
 pub use dead_letters::{DeadLetter, NewDeadLetter};
-pub use embedded::EmbeddedEntry;
+pub use embedded::{EmbeddedEntry, EncodedFields};
 pub use error::{Error, ParseStatusError, Result, StorageError};
 pub use events::{EventQuery, StoredEvent};
 pub use migrations::LATEST_SCHEMA_VERSION;

@@ -269,6 +269,25 @@ impl RedisServer {
         })
     }
 
+    /// Sends several commands in a single write on one fresh connection and returns their
+    /// replies in order. Redis reads them as one buffer and runs them back to back, before
+    /// any other client's command — what a client's pipeline looks like at its best, made
+    /// deterministic (a client library may split a pipeline over several writes).
+    ///
+    /// # Panics
+    ///
+    /// If the server cannot be reached or a reply cannot be read within 10 s.
+    pub fn query_in_one_write(&self, commands: &[Vec<&str>]) -> Vec<Reply> {
+        pipelined_round_trip(self.port, commands, IO_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "redis pipeline of {} commands to port {} failed: {e}\n{}",
+                commands.len(),
+                self.port,
+                log_tail(&self.log_path)
+            )
+        })
+    }
+
     /// Sends one command and returns the reply as text, for assertions such as
     /// `assert_eq!(redis.command(&["XLEN", "events"]), "3")`. Integers render as decimal,
     /// nil as `(nil)`, arrays one element per line (see [`Reply`]'s `Display`).
@@ -451,12 +470,31 @@ fn probe(port: u16, pid: u32) -> Probe {
 
 /// One command over a fresh connection.
 fn round_trip(port: u16, args: &[&str], timeout: Duration) -> io::Result<Reply> {
+    let mut replies = pipelined_round_trip(port, &[args.to_vec()], timeout)?;
+    replies
+        .pop()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"))
+}
+
+fn pipelined_round_trip(
+    port: u16,
+    commands: &[Vec<&str>],
+    timeout: Duration,
+) -> io::Result<Vec<Reply>> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&resp::encode(args))?;
-    resp::read_reply(&mut BufReader::new(stream))
+    let request: Vec<u8> = commands
+        .iter()
+        .flat_map(|args| resp::encode(args))
+        .collect();
+    stream.write_all(&request)?;
+    let mut reader = BufReader::new(stream);
+    commands
+        .iter()
+        .map(|_| resp::read_reply(&mut reader))
+        .collect()
 }
 
 /// Whether the child exists and has not exited; reaps it (sets `None`) if it has.
