@@ -246,6 +246,19 @@ pub(crate) fn spawn(
     }
 }
 
+/// [`spawn`] with what most tests run: `consumer`'s source (30 s claim idle), the fast
+/// config, the standard pipeline without extra cartridges, no sinks, the test catalog.
+pub(crate) fn spawn_standard(harness: &Harness, consumer: &str) -> Running {
+    spawn(
+        harness,
+        harness.source(consumer, Duration::from_secs(30)),
+        fast_config(),
+        standard_pipeline(vec![]),
+        vec![],
+        Arc::new(test_catalog()),
+    )
+}
+
 fn spawn_with<S: events_processor::Source>(
     processor: Processor<S>,
     cancel: &CancellationToken,

@@ -127,14 +127,7 @@ async fn exactly_once_under_crashes(kind: Kind) -> anyhow::Result<()> {
         "only {mid_run} kills landed mid-run (progress {progress:?}); raise N"
     );
     // a last, undisturbed run finishes the stream
-    let running = spawn(
-        &harness,
-        harness.source("crashy", Duration::from_secs(30)),
-        fast_config(),
-        standard_pipeline(vec![]),
-        vec![],
-        Arc::new(test_catalog()),
-    );
+    let running = spawn_standard(&harness, "crashy");
     harness
         .wait_processed(N as i64, Duration::from_secs(300))
         .await?;

@@ -132,14 +132,7 @@ async fn graceful_shutdown_leaves_nothing_pending(kind: Kind) -> anyhow::Result<
     let harness = Harness::new(kind).await?;
     let events = workload(3_000, 11);
     harness.emit(&events).await?;
-    let running = spawn(
-        &harness,
-        harness.source("c1", Duration::from_secs(30)),
-        fast_config(),
-        standard_pipeline(vec![]),
-        vec![],
-        Arc::new(test_catalog()),
-    );
+    let running = spawn_standard(&harness, "c1");
     // stop while batches are in flight; whatever was read is committed and acked
     tokio::time::sleep(Duration::from_millis(300)).await;
     running.stop().await?;
@@ -150,14 +143,7 @@ async fn graceful_shutdown_leaves_nothing_pending(kind: Kind) -> anyhow::Result<
         "a graceful stop acks the batch in flight"
     );
     // a second run finishes the rest, exactly once
-    let running = spawn(
-        &harness,
-        harness.source("c1", Duration::from_secs(30)),
-        fast_config(),
-        standard_pipeline(vec![]),
-        vec![],
-        Arc::new(test_catalog()),
-    );
+    let running = spawn_standard(&harness, "c1");
     harness
         .wait_processed(3_000, Duration::from_secs(120))
         .await?;
@@ -184,14 +170,7 @@ async fn redis_graceful_shutdown_leaves_nothing_pending() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_last_batch_is_acked_while_the_stream_is_idle() -> anyhow::Result<()> {
     let harness = Harness::new(Kind::Redis).await?;
-    let running = spawn(
-        &harness,
-        harness.source("c1", Duration::from_secs(30)),
-        fast_config(),
-        standard_pipeline(vec![]),
-        vec![],
-        Arc::new(test_catalog()),
-    );
+    let running = spawn_standard(&harness, "c1");
     for (round, size) in [(1, 1_500), (2, 7)] {
         let events = workload(size, 20 + round);
         harness.emit(&events).await?;

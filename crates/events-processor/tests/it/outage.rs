@@ -16,14 +16,7 @@ async fn redis_outage_mid_run_loses_nothing() -> anyhow::Result<()> {
     let events = workload(8_000, 21);
     let (first, second) = events.split_at(6_000);
     harness.emit(first).await?;
-    let running = spawn(
-        &harness,
-        harness.source("c1", Duration::from_secs(30)),
-        fast_config(),
-        standard_pipeline(vec![]),
-        vec![],
-        Arc::new(test_catalog()),
-    );
+    let running = spawn_standard(&harness, "c1");
     harness
         .wait_processed(1_000, Duration::from_secs(120))
         .await?;
@@ -65,14 +58,7 @@ async fn redis_restart_without_persistence_recreates_group() -> anyhow::Result<(
         .redis
         .clone()
         .ok_or_else(|| anyhow::anyhow!("no redis"))?;
-    let running = spawn(
-        &harness,
-        harness.source("c1", Duration::from_secs(30)),
-        fast_config(),
-        standard_pipeline(vec![]),
-        vec![],
-        Arc::new(test_catalog()),
-    );
+    let running = spawn_standard(&harness, "c1");
     let events = workload(2_000, 5);
     harness.emit(&events[..1_000]).await?;
     harness
