@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_delivery_outbox.sql"),
     include_str!("migrations/0004_event_log_retention_by_seq.sql"),
     include_str!("migrations/0005_notifications_newest_first_index.sql"),
+    include_str!("migrations/0006_notifications_drop_domain_index.sql"),
 ];
 
 /// The schema version this build creates and understands.

@@ -289,6 +289,21 @@ async fn meaningful_update_resets_unseen_and_silent_does_not() {
     let m = db.get_notification(id).await.unwrap().unwrap();
     assert_eq!((m.human_status, m.seen_at), (HumanStatus::Unseen, None));
     assert!(m.updated_at >= n.updated_at);
+    // a meaningful update of a row that is unseen already (the statement that leaves
+    // `human_status` alone) still replaces the content
+    let p = json!({"order_id": 1, "status": "delivered"})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let expected = p.clone();
+    db.write(move |tx| tx.update_notification(id, &p, "delivered", true))
+        .await
+        .unwrap();
+    let u = db.get_notification(id).await.unwrap().unwrap();
+    assert_eq!(
+        (u.human_status, u.seen_at, u.payload, u.description.as_str()),
+        (HumanStatus::Unseen, None, expected, "delivered")
+    );
     let p = serde_json::Map::new();
     let err = db
         .write(move |tx| tx.update_notification(id + 9, &p, "", true))
