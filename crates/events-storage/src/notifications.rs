@@ -1720,6 +1720,38 @@ mod tests {
         assert_eq!(list(&conn, None, &filter).unwrap().total, 200);
     }
 
+    /// SQLite rewrites an index entry whenever its column is assigned, changed or not, so a
+    /// meaningful update must not assign `human_status` to a row that is unseen already.
+    /// An `UPDATE OF human_status` trigger fires exactly when the column is assigned.
+    #[test]
+    fn meaningful_update_assigns_human_status_only_to_a_seen_row() {
+        let conn = seeded(2); // row 1 unseen, row 2 seen
+        conn.execute_batch(
+            "CREATE TEMP TABLE assigned (id INTEGER);
+             CREATE TEMP TRIGGER human_status_assigned AFTER UPDATE OF human_status
+             ON main.notifications BEGIN INSERT INTO assigned VALUES (new.id); END;",
+        )
+        .unwrap();
+        let payload = json!({"step": 2}).as_object().cloned().unwrap();
+        for id in [1, 2] {
+            assert!(update_content(&conn, id, &payload, "next", true).unwrap());
+            let n = get(&conn, id).unwrap().unwrap();
+            assert_eq!(
+                (n.human_status, n.seen_at, &n.payload),
+                (HumanStatus::Unseen, None, &payload)
+            );
+        }
+        assert!(!update_content(&conn, 99, &payload, "next", true).unwrap());
+        let assigned: Vec<i64> = conn
+            .prepare("SELECT id FROM assigned")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(assigned, [2]);
+    }
+
     #[test]
     fn list_statement_is_not_reprepared_between_pages() {
         let conn = seeded(30);
