@@ -1623,6 +1623,21 @@ mod tests {
             .join("; ")
     }
 
+    /// The plan of a first page of `filter` (the list query's shape), its equality terms
+    /// written `unindexed` or not.
+    fn page_query_plan(conn: &Connection, filter: &NotificationFilter, unindexed: bool) -> String {
+        let (where_sql, mut values) = filter.where_clause_with(unindexed);
+        values.push(SqlValue::Integer(0));
+        query_plan(
+            conn,
+            &format!(
+                "SELECT {COLUMNS} FROM notifications {where_sql} \
+                 ORDER BY created_at DESC, id DESC LIMIT 10 OFFSET ?"
+            ),
+            &values,
+        )
+    }
+
     #[test]
     fn broad_filters_walk_created_at_and_rare_ones_use_their_index() {
         let conn = seeded(400);
@@ -1636,27 +1651,11 @@ mod tests {
             plan_page(&conn, None, &unseen).unwrap().plan,
             PagePlan::NewestFirst
         );
-        let (where_sql, mut values) = unseen.where_clause_with(true);
-        values.push(SqlValue::Integer(0));
-        let plan = query_plan(
-            &conn,
-            &format!(
-                "SELECT {COLUMNS} FROM notifications {where_sql} \
-                 ORDER BY created_at DESC, id DESC LIMIT 10 OFFSET ?"
-            ),
-            &values,
-        );
+        let plan = page_query_plan(&conn, &unseen, true);
         assert!(plan.contains("idx_notifications_created_at"), "{plan}");
         // not even for the id tie-break (schema v5's index orders by both)
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
-        let plan = query_plan(
-            &conn,
-            &format!(
-                "SELECT {COLUMNS} FROM notifications \
-                 ORDER BY created_at DESC, id DESC LIMIT 10 OFFSET ?"
-            ),
-            &[SqlValue::Integer(0)],
-        );
+        let plan = page_query_plan(&conn, &NotificationFilter::default(), false);
         assert!(plan.contains("idx_notifications_created_at"), "{plan}");
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
 
@@ -1706,16 +1705,7 @@ mod tests {
             &values,
         );
         assert!(plan.contains("idx_notifications_group"), "{plan}");
-        let (where_sql, mut values) = filter.where_clause_with(false);
-        values.push(SqlValue::Integer(0));
-        let plan = query_plan(
-            &conn,
-            &format!(
-                "SELECT {COLUMNS} FROM notifications {where_sql} \
-                 ORDER BY created_at DESC, id DESC LIMIT 10 OFFSET ?"
-            ),
-            &values,
-        );
+        let plan = page_query_plan(&conn, &filter, false);
         assert!(plan.contains("idx_notifications_group"), "{plan}");
         assert_eq!(list(&conn, None, &filter).unwrap().total, 200);
     }
