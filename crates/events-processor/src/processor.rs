@@ -692,6 +692,12 @@ fn attach_rows(
 /// own savepoint so that a failure rolls back only this entry's writes; with
 /// [`Isolation::Batch`] such an entry aborts the attempt instead. Storage errors abort the
 /// whole batch (they are outside any single entry's control).
+///
+/// The entry is claimed first ([`WriteTx::mark_processed`]): the insert that records it as
+/// processed is also the check that it was not processed before — one statement per entry
+/// instead of a lookup now and an insert at the end. A claim is undone with the entry's
+/// writes (the batch's rollback, or its savepoint's), so an entry that is retried stays
+/// unprocessed.
 fn process_entry(
     tx: &mut WriteTx<'_>,
     batch: &BatchWriter,
@@ -700,9 +706,7 @@ fn process_entry(
 ) -> std::result::Result<Outcome, Attempt> {
     let stream = batch.checkpoint.stream();
     let entry = &p.entry;
-    if tx.is_processed(stream, &entry.entry_id)? {
-        return Ok(Outcome::Skipped);
-    }
+    // Callers claim the entry first: a dead letter settles it.
     let dead_letter = |tx: &mut WriteTx<'_>, reason: String| -> Result<Outcome> {
         tx.insert_dead_letter(&NewDeadLetter {
             stream: stream.to_owned(),
@@ -711,7 +715,6 @@ fn process_entry(
             reason: reason.clone(),
             delivery_count: u32::try_from(entry.delivery_count).unwrap_or(u32::MAX),
         })?;
-        tx.mark_processed(stream, &entry.entry_id)?;
         Ok(Outcome::DeadLettered(DeadLetterRecord {
             entry_id: entry.entry_id.clone(),
             reason,
@@ -721,11 +724,19 @@ fn process_entry(
     };
     let event = match &p.decoded {
         Ok(event) => event.clone(),
-        Err(reason) => return Ok(dead_letter(tx, reason.clone())?),
+        Err(reason) => {
+            if !tx.mark_processed(stream, &entry.entry_id)? {
+                return Ok(Outcome::Skipped);
+            }
+            return Ok(dead_letter(tx, reason.clone())?);
+        }
     };
 
     if isolation == Isolation::Batch {
-        return match run_entry(tx, batch, stream, entry, event) {
+        if !tx.mark_processed(stream, &entry.entry_id)? {
+            return Ok(Outcome::Skipped);
+        }
+        return match run_entry(tx, batch, entry, event) {
             EntryResult::Done(outcome) => Ok(outcome),
             EntryResult::DuplicateId | EntryResult::Failed { .. } => {
                 Err(Attempt::NeedsEntrySavepoints)
@@ -734,18 +745,23 @@ fn process_entry(
     }
     // Cached statements: parsing these three per event showed up in the profile.
     savepoint(tx, "SAVEPOINT entry")?;
-    let result = run_entry(tx, batch, stream, entry, event);
+    if !tx.mark_processed(stream, &entry.entry_id)? {
+        savepoint(tx, "RELEASE entry")?;
+        return Ok(Outcome::Skipped);
+    }
+    let result = run_entry(tx, batch, entry, event);
     if let EntryResult::Done(outcome) = result {
         savepoint(tx, "RELEASE entry")?;
         return Ok(outcome);
     }
+    // undoes the claim too
     savepoint(tx, "ROLLBACK TO entry")?;
     savepoint(tx, "RELEASE entry")?;
     match result {
         EntryResult::Done(_) => Ok(unreachable_outcome()?),
         EntryResult::DuplicateId => {
             // the same event id (or idempotency key) is already logged: a duplicate emit.
-            // Its projection was rolled back with the savepoint; only the mark stays.
+            // Its projection was rolled back with the savepoint; only the claim stays.
             tx.mark_processed(stream, &entry.entry_id)?;
             Ok(Outcome::Dropped { duplicate: true })
         }
@@ -753,6 +769,7 @@ fn process_entry(
             if retryable && entry.delivery_count < batch.max_deliveries {
                 Ok(Outcome::Retry(reason))
             } else {
+                tx.mark_processed(stream, &entry.entry_id)?;
                 Ok(dead_letter(tx, reason)?)
             }
         }
@@ -771,12 +788,11 @@ enum EntryResult {
     Failed { reason: String, retryable: bool },
 }
 
-/// Pipeline, event log and processed mark of one decoded entry. The caller releases the
+/// Pipeline and event log of one decoded, claimed entry. The caller releases the
 /// savepoint on `Done` and rolls it back otherwise.
 fn run_entry(
     tx: &mut WriteTx<'_>,
     batch: &BatchWriter,
-    stream: &str,
     entry: &SourceEntry,
     event: EventEnvelope,
 ) -> EntryResult {
@@ -806,23 +822,17 @@ fn run_entry(
     drop(ctx);
     match result {
         Ok(Some(event)) => match tx.append_event(&event, Some(&entry.entry_id)) {
-            Ok(Some(seq)) => match tx.mark_processed(stream, &entry.entry_id) {
-                Ok(_) => EntryResult::Done(Outcome::Logged {
-                    seq,
-                    event: Box::new(event),
-                    pushes,
-                }),
-                Err(e) => storage(e),
-            },
+            Ok(Some(seq)) => EntryResult::Done(Outcome::Logged {
+                seq,
+                event: Box::new(event),
+                pushes,
+            }),
             Ok(None) => EntryResult::DuplicateId,
             Err(e) => storage(e),
         },
-        Ok(None) => match tx.mark_processed(stream, &entry.entry_id) {
-            Ok(_) => EntryResult::Done(Outcome::Dropped {
-                duplicate: dropped_by.as_deref() == Some(DedupCartridge::NAME),
-            }),
-            Err(e) => storage(e),
-        },
+        Ok(None) => EntryResult::Done(Outcome::Dropped {
+            duplicate: dropped_by.as_deref() == Some(DedupCartridge::NAME),
+        }),
         Err(e) => EntryResult::Failed {
             reason: error_chain(&e),
             retryable: e.is_retryable(),

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use events_envelope::{EventEnvelope, EventLevel, EventVisibility};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -962,6 +962,14 @@ const INSERT_SQL: &str = "INSERT INTO notifications (event_type, version, source
     actionable, group_field, group_value) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15)";
 
+/// [`INSERT_SQL`] that inserts nothing (and reports no change) when a row with the same
+/// idempotency key exists.
+const INSERT_UNLESS_KEY_EXISTS_SQL: &str = "INSERT INTO notifications (event_type, version, \
+    source, level, domain, visibility, entity, description, payload, idempotency_key, \
+    created_at, updated_at, event_id, actionable, group_field, group_value) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15) \
+    ON CONFLICT (idempotency_key) DO NOTHING";
+
 pub(crate) fn insert(conn: &Connection, n: &NewNotification, upsert: bool) -> Result<(i64, bool)> {
     let payload = encode_payload(&n.payload)?;
     let now = timefmt::format(timefmt::now());
@@ -987,25 +995,25 @@ pub(crate) fn insert(conn: &Connection, n: &NewNotification, upsert: bool) -> Re
         conn.prepare_cached(INSERT_SQL)?.execute(args)?;
         return Ok((conn.last_insert_rowid(), true));
     }
+    // Nearly every upsert creates its row: try the insert first, so that the common case is
+    // one statement (the unique index answers the existence check while inserting).
+    if conn
+        .prepare_cached(INSERT_UNLESS_KEY_EXISTS_SQL)?
+        .execute(args)?
+        > 0
+    {
+        return Ok((conn.last_insert_rowid(), true));
+    }
     // An existing row keeps its id, statuses and history; its content is refreshed from the
     // newer event, as an upsert promises.
-    let existing: Option<i64> = conn
+    let id: i64 = conn
         .prepare_cached("SELECT id FROM notifications WHERE idempotency_key = ?1")?
-        .query_row([&n.idempotency_key], |r| r.get(0))
-        .optional()?;
-    match existing {
-        Some(id) => {
-            conn.prepare_cached(
-                "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 WHERE id = ?1",
-            )?
-            .execute(params![id, payload, n.description, now])?;
-            Ok((id, false))
-        }
-        None => {
-            conn.prepare_cached(INSERT_SQL)?.execute(args)?;
-            Ok((conn.last_insert_rowid(), true))
-        }
-    }
+        .query_row([&n.idempotency_key], |r| r.get(0))?;
+    conn.prepare_cached(
+        "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id, payload, n.description, now])?;
+    Ok((id, false))
 }
 
 pub(crate) fn find_open_by_group(
