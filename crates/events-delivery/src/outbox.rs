@@ -1,5 +1,6 @@
 //! [`OutboxCartridge`]: writes delivery jobs inside the processor's batch transaction.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use events_envelope::{EventEnvelope, EventLevel, glob_match};
@@ -42,6 +43,26 @@ impl From<&crate::TelegramConfig> for TelegramRoute {
 #[derive(Debug, Clone, Default)]
 pub struct OutboxCartridge {
     telegram: Option<TelegramRoute>,
+    /// The enabled webhooks as read by the last transaction that asked (see
+    /// [`SubscriptionsCache`]); shared by clones.
+    subscriptions: Arc<Mutex<SubscriptionsCache>>,
+}
+
+/// Enabled webhooks and their `event_types` patterns.
+type Subscriptions = Arc<Vec<(i64, Vec<String>)>>;
+
+/// The enabled webhooks read in one write transaction, for the other events of its batch.
+///
+/// Reading (and JSON-decoding) every webhook's patterns for every event was a statement per
+/// event on the writer thread, and grows with the number of webhooks. Inside one
+/// transaction the table cannot change under the batch (the pipeline does not write it), so
+/// the list is read once per transaction, keyed by [`WriteTx::transaction_id`]
+/// (`events_storage::WriteTx`), which no other transaction shares — a change committed
+/// between two batches is seen by the next one.
+#[derive(Debug, Default)]
+struct SubscriptionsCache {
+    transaction_id: u64,
+    subscriptions: Subscriptions,
 }
 
 /// Webhook body: the Standard Webhooks shape `{type, timestamp, data}` with the envelope
@@ -85,10 +106,36 @@ impl OutboxCartridge {
         created_notifications: &[i64],
         now: OffsetDateTime,
     ) -> Result<usize> {
-        let mut deliveries = 0;
         let subscriptions = store::enabled_subscriptions(conn)?;
+        self.enqueue_for(conn, &subscriptions, event, created_notifications, now)
+    }
+
+    /// The enabled webhooks as of the transaction `tx` (read once per transaction).
+    fn subscriptions(&self, tx: &events_storage::WriteTx<'_>) -> Result<Subscriptions> {
+        let mut cache = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.transaction_id != tx.transaction_id() {
+            *cache = SubscriptionsCache {
+                transaction_id: tx.transaction_id(),
+                subscriptions: Arc::new(store::enabled_subscriptions(tx.connection())?),
+            };
+        }
+        Ok(Arc::clone(&cache.subscriptions))
+    }
+
+    fn enqueue_for(
+        &self,
+        conn: &events_storage::rusqlite::Connection,
+        subscriptions: &[(i64, Vec<String>)],
+        event: &EventEnvelope,
+        created_notifications: &[i64],
+        now: OffsetDateTime,
+    ) -> Result<usize> {
+        let mut deliveries = 0;
         let mut body = None;
-        for (webhook_id, patterns) in subscriptions {
+        for &(webhook_id, ref patterns) in subscriptions {
             if !patterns.iter().any(|p| glob_match(p, &event.event)) {
                 continue;
             }
@@ -140,13 +187,16 @@ impl Cartridge for OutboxCartridge {
                 .filter(|p| p.was_created)
                 .map(|p| p.notification_id)
                 .collect();
-            self.enqueue(
+            let failed = |e: crate::Error| CartridgeError::failed(self.name(), e.to_string());
+            let subscriptions = self.subscriptions(ctx.tx).map_err(failed)?;
+            self.enqueue_for(
                 ctx.tx.connection(),
+                &subscriptions,
                 &event,
                 &created,
                 OffsetDateTime::now_utc(),
             )
-            .map_err(|e| CartridgeError::failed(self.name(), e.to_string()))?;
+            .map_err(failed)?;
             Ok(Some(event))
         })
     }

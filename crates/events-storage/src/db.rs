@@ -496,6 +496,9 @@ impl EventDb {
     }
 }
 
+/// Source of [`WriteTx::transaction_id`].
+static NEXT_TRANSACTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Inner {
     fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
     where
@@ -510,6 +513,7 @@ impl Inner {
             .map_err(|e| E::from(e.into()))?;
         let mut wtx = WriteTx {
             tx,
+            id: NEXT_TRANSACTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             received_at: timefmt::format(timefmt::now()),
             // the writer lock is held, so no other commit can come in between
             number: *self.commits.borrow() + 1,
@@ -664,6 +668,8 @@ impl Reader<'_> {
 #[derive(Debug)]
 pub struct WriteTx<'c> {
     tx: rusqlite::Transaction<'c>,
+    /// See [`WriteTx::transaction_id`].
+    id: u64,
     /// `received_at` of every event appended in this transaction.
     received_at: String,
     /// What [`EventDb::commit_count`] becomes when this transaction commits.
@@ -686,6 +692,15 @@ impl WriteTx<'_> {
     /// can be handed on tagged with it, and stay current as long as the count has not moved.
     pub fn commit_number(&self) -> u64 {
         self.number
+    }
+
+    /// A number no other write transaction of this process has or will have (of any
+    /// [`EventDb`]; a retried attempt is a new transaction with a new number). Whatever was
+    /// read inside this transaction stays true until it ends, except for its own writes, so
+    /// a cache keyed by this id needs no invalidation — unlike [`WriteTx::commit_number`],
+    /// which a rolled-back attempt and the next transaction share.
+    pub fn transaction_id(&self) -> u64 {
+        self.id
     }
 
     /// The raw connection inside this transaction, for tables this crate has no methods for

@@ -8,12 +8,15 @@ use std::time::Duration;
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use events_delivery::OutboxCartridge;
 use events_delivery::{
     CreateWebhook, DeliveryQuery, DeliveryStatus, DeliveryWorker, Error, RecoverRequest, Trigger,
     UpdateWebhook, WEBHOOK_DISABLED_EVENT, WebhookAdmin,
 };
-use events_envelope::EventEnvelope;
+use events_envelope::{EventCatalog, EventEnvelope};
+use events_pipeline::{Cartridge, PipelineContext};
 use events_producer::{MemoryBus, Producer};
+use events_storage::EventDb;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
@@ -688,4 +691,84 @@ impl HangingReceiver {
         }
         panic!("worker never had {n} requests in flight");
     }
+}
+
+/// Runs `events` through the outbox cartridge in one write transaction, as a processor
+/// batch does.
+async fn outbox_batch(db: &EventDb, outbox: &OutboxCartridge, events: Vec<EventEnvelope>) {
+    let outbox = outbox.clone();
+    db.write_with(move |tx| {
+        let catalog = EventCatalog::default();
+        let handle = tokio::runtime::Handle::current();
+        for event in events {
+            let mut ctx = PipelineContext::new(&catalog, tx);
+            handle.block_on(outbox.process(event, &mut ctx))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await
+    .expect("outbox batch");
+}
+
+/// Deliveries queued per webhook id, ascending.
+async fn deliveries_per_webhook(db: &EventDb) -> Vec<(i64, i64)> {
+    db.read(|r| {
+        let mut stmt = r.connection().prepare(
+            "SELECT webhook_id, COUNT(*) FROM deliveries GROUP BY webhook_id ORDER BY webhook_id",
+        )?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+    .await
+    .expect("count deliveries")
+}
+
+/// The cartridge reads the enabled webhooks once per transaction (not per event), so every
+/// event of a batch reaches them, and a webhook created, disabled or re-enabled between two
+/// batches counts from the next batch on — never a stale list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_cartridge_follows_webhook_changes_between_batches() {
+    let db = open_db().await;
+    let cfg = config(&[0.0], 100);
+    let admin = WebhookAdmin::new(db.clone(), &cfg);
+    let create = |path: &str| CreateWebhook {
+        url: format!("http://127.0.0.1:9/{path}"),
+        ..Default::default()
+    };
+    let enabled = |on: bool| UpdateWebhook {
+        enabled: Some(on),
+        ..Default::default()
+    };
+    let jobs = |n: usize| -> Vec<EventEnvelope> {
+        (0..n)
+            .map(|i| event("job.completed").with_field("i", i))
+            .collect()
+    };
+    let outbox = OutboxCartridge::new();
+    let first = admin.create(create("first")).await.unwrap().webhook.id;
+
+    outbox_batch(&db, &outbox, jobs(3)).await;
+    assert_eq!(deliveries_per_webhook(&db).await, vec![(first, 3)]);
+
+    let second = admin.create(create("second")).await.unwrap().webhook.id;
+    outbox_batch(&db, &outbox, jobs(2)).await;
+    assert_eq!(
+        deliveries_per_webhook(&db).await,
+        vec![(first, 5), (second, 2)]
+    );
+
+    admin.update(first, enabled(false)).await.unwrap();
+    outbox_batch(&db, &outbox, jobs(2)).await;
+    assert_eq!(
+        deliveries_per_webhook(&db).await,
+        vec![(first, 5), (second, 4)]
+    );
+
+    // re-enabled, and run through a clone of the cartridge (clones share the cache)
+    admin.update(first, enabled(true)).await.unwrap();
+    outbox_batch(&db, &outbox.clone(), jobs(1)).await;
+    assert_eq!(
+        deliveries_per_webhook(&db).await,
+        vec![(first, 6), (second, 5)]
+    );
 }

@@ -252,3 +252,32 @@ async fn a_panicking_reader_does_not_break_the_pool() {
         assert_eq!(total, 1);
     }
 }
+
+/// A rolled-back transaction and the one after it share their commit number (nothing was
+/// committed in between) but never their transaction id, which is what per-transaction
+/// caches key on (the delivery outbox's webhook list).
+#[tokio::test]
+async fn transaction_ids_are_never_shared_even_after_a_rollback() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let other = EventDb::open_in_memory().await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = std::sync::Arc::clone(&seen);
+    let failed: Result<(), StorageError> = db
+        .write(move |tx| {
+            *record.lock().unwrap() = Some((tx.transaction_id(), tx.commit_number()));
+            Err(StorageError::Task("rolled back".into()))
+        })
+        .await;
+    assert!(failed.is_err());
+    let (failed_id, failed_number) = seen.lock().unwrap().expect("the closure ran");
+    let ids = |tx: &mut events_storage::WriteTx<'_>| Ok((tx.transaction_id(), tx.commit_number()));
+    let (id, number) = db.write(ids).await.unwrap();
+    let (other_id, _) = other.write(ids).await.unwrap();
+    assert_eq!(number, failed_number, "nothing committed in between");
+    assert_ne!(id, failed_id);
+    assert_ne!(
+        other_id, id,
+        "ids are unique across databases of the process"
+    );
+    assert_ne!(other_id, failed_id);
+}
