@@ -100,6 +100,11 @@ pub struct RedisStreamSource {
     next_claim: Instant,
     claim_cursor: String,
     trimmed: u64,
+    /// New entries delivered to us beyond the batch size by a topped-up blocking read
+    /// ([`RedisStreamSource::read_new_topped_up`]); handed out by the next read before
+    /// anything else is read. Dropped with the connection: they are in our pending list, which
+    /// is re-read after a reconnect.
+    surplus: Vec<SourceEntry>,
 }
 
 impl std::fmt::Debug for RedisStreamSource {
@@ -125,6 +130,7 @@ impl RedisStreamSource {
             next_claim,
             claim_cursor: "0-0".into(),
             trimmed: 0,
+            surplus: Vec::new(),
         }
     }
 
@@ -192,6 +198,7 @@ impl RedisStreamSource {
     }
 
     fn disconnect(&mut self) {
+        self.surplus.clear();
         if let Some(clients) = self.clients.take() {
             close(clients.reader);
             close(clients.writer);
@@ -216,6 +223,9 @@ impl RedisStreamSource {
 
     async fn read_inner(&mut self, max: usize) -> Result<Vec<SourceEntry>> {
         let max = max.max(1);
+        if !self.surplus.is_empty() {
+            return Ok(self.take_surplus(max));
+        }
         let now = Instant::now();
         if now >= self.next_claim {
             self.next_claim = now + self.config.claim_every();
@@ -266,24 +276,65 @@ impl RedisStreamSource {
             block = block.min(t.saturating_duration_since(now));
         }
         let block_ms = (block.as_millis() as u64).max(1);
-        let mut entries = self.read_new(max, Some(block_ms)).await?;
-        // Redis answers a blocked XREADGROUP as soon as the first entry arrives, and a
-        // producer's pipelined batch is right behind it: one immediate read takes the rest
-        // into this batch. Without it they waited a whole commit cycle (at 5,000 events/s in
-        // ticks of five, four events in five did). A failed top-up is retried by the next
-        // read; what was read is not lost on its account.
-        if !entries.is_empty() && entries.len() < max {
-            match self.read_new(max - entries.len(), None).await {
-                Ok(more) => entries.extend(more),
-                Err(e) => tracing::debug!(error = %e, "topping up a read failed"),
-            }
+        self.read_new_topped_up(max, block_ms).await
+    }
+
+    /// Up to `max` surplus entries, oldest first.
+    fn take_surplus(&mut self, max: usize) -> Vec<SourceEntry> {
+        let rest = self.surplus.split_off(max.min(self.surplus.len()));
+        std::mem::replace(&mut self.surplus, rest)
+    }
+
+    /// A blocking `XREADGROUP ... >` followed, in the same pipeline, by a non-blocking one.
+    ///
+    /// Redis answers a blocked reader as soon as the first entry arrives, while a producer's
+    /// pipelined batch is still right behind it; Redis runs the second read only after it
+    /// has processed the rest of that producer's pipeline, so the second read takes the rest
+    /// of the batch — without a round trip of its own after the first answer (a top-up read
+    /// sent then was on the path of every event of the latency benchmark). Both may answer
+    /// in full when entries are already waiting; what exceeds `max` is kept as
+    /// [`RedisStreamSource::surplus`] for the next read. A failed second read is retried by
+    /// the next read; the first read's entries are not lost on its account.
+    async fn read_new_topped_up(&mut self, max: usize, block_ms: u64) -> Result<Vec<SourceEntry>> {
+        let clients = self.connect().await?;
+        let pipeline = clients.reader.pipeline();
+        for block in [Some(block_ms), None] {
+            // queued, not sent: the reply comes from `try_all`
+            let _: () = pipeline
+                .xreadgroup(
+                    self.config.group.as_str(),
+                    self.config.consumer.as_str(),
+                    Some(max as u64),
+                    block,
+                    false,
+                    self.config.stream.as_str(),
+                    ">",
+                )
+                .await
+                .map_err(|e| Error::redis("XREADGROUP", e))?;
+        }
+        let mut replies = pipeline.try_all::<Value>().await.into_iter();
+        let first = match replies.next() {
+            Some(Ok(reply)) => reply,
+            Some(Err(e)) => return self.on_error("XREADGROUP", e).await.map(|()| Vec::new()),
+            None => return Err(Error::Config("no reply to a pipelined XREADGROUP".into())),
+        };
+        let mut entries = self.new_entries(first).await?;
+        // Taken even after an empty first answer: an entry that arrived between the block
+        // time running out and the second read was delivered to us by it.
+        match replies.next() {
+            Some(Ok(reply)) => entries.extend(self.new_entries(reply).await?),
+            Some(Err(e)) => tracing::debug!(error = %e, "topping up a read failed"),
+            None => {}
+        }
+        if entries.len() > max {
+            self.surplus = entries.split_off(max);
         }
         Ok(entries)
     }
 
-    /// `XREADGROUP ... >`: entries never delivered to the group, waiting up to `block_ms`
-    /// for some (`None` = answer at once).
-    async fn read_new(&mut self, max: usize, block_ms: Option<u64>) -> Result<Vec<SourceEntry>> {
+    /// `XREADGROUP ... >`: entries never delivered to the group, answered at once.
+    async fn read_new(&mut self, max: usize) -> Result<Vec<SourceEntry>> {
         let clients = self.connect().await?;
         let reply = clients
             .reader
@@ -291,16 +342,21 @@ impl RedisStreamSource {
                 self.config.group.as_str(),
                 self.config.consumer.as_str(),
                 Some(max as u64),
-                block_ms,
+                None,
                 false,
                 self.config.stream.as_str(),
                 ">",
             )
             .await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(e) => return self.on_error("XREADGROUP", e).await.map(|()| Vec::new()),
-        };
+        match reply {
+            Ok(reply) => self.new_entries(reply).await,
+            Err(e) => self.on_error("XREADGROUP", e).await.map(|()| Vec::new()),
+        }
+    }
+
+    /// The entries of an `XREADGROUP ... >` reply (first deliveries); entries trimmed from
+    /// the stream before they could be read are acked.
+    async fn new_entries(&mut self, reply: Value) -> Result<Vec<SourceEntry>> {
         let raw = parse_xread(reply)?;
         let mut out = Vec::with_capacity(raw.len());
         let mut trimmed = Vec::new();
@@ -443,6 +499,9 @@ impl Source for RedisStreamSource {
     }
 
     async fn read_ahead(&mut self, max: usize) -> Result<Option<Vec<SourceEntry>>> {
+        if !self.surplus.is_empty() {
+            return Ok(Some(self.take_surplus(max.max(1))));
+        }
         // Only plain new entries: while own pending entries are being re-read (after a
         // restart, a reconnect or a retry) or a claim is due, the next read must be the
         // ordinary one, or entries of the batch in flight would be delivered again.
@@ -452,7 +511,7 @@ impl Source for RedisStreamSource {
         {
             return Ok(None);
         }
-        self.read_new(max.max(1), None).await.map(Some)
+        self.read_new(max.max(1)).await.map(Some)
     }
 
     async fn ack(&mut self, ids: &[String]) -> Result<()> {

@@ -231,3 +231,62 @@ async fn redis_blocking_read_takes_the_whole_pipelined_batch() -> anyhow::Result
     assert_eq!(entries.len(), 5, "one read takes the whole pipelined batch");
     Ok(())
 }
+
+/// The blocking read is topped up in the same pipeline, so with entries already waiting
+/// both reads answer in full; a batch never exceeds its size, and what the second read took
+/// beyond it is handed out next — by a read ahead or an ordinary read — in stream order,
+/// each entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reads_beyond_the_batch_size_are_handed_out_next_in_order() -> anyhow::Result<()> {
+    let harness = Harness::new(Kind::Redis).await?;
+    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
+    config.consumer = "c1".into();
+    config.block = Duration::from_millis(200);
+    let mut source = RedisStreamSource::new(config);
+    // connects, creating the group at the stream's end; nothing to read yet
+    assert!(source.read_batch(100).await?.is_empty());
+    let redis = harness
+        .redis
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a Redis harness has a server"))?;
+    let commands: Vec<Vec<String>> = workload(250, 47)
+        .iter()
+        .map(|event| {
+            let mut args = vec!["XADD".to_owned(), STREAM.to_owned(), "*".to_owned()];
+            args.extend(wire(event).into_iter().flat_map(|(k, v)| [k, v]));
+            args
+        })
+        .collect();
+    let added: Vec<String> = tokio::task::spawn_blocking(move || {
+        let commands: Vec<Vec<&str>> = commands
+            .iter()
+            .map(|args| args.iter().map(String::as_str).collect())
+            .collect();
+        redis.query_in_one_write(&commands)
+    })
+    .await?
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert_eq!(added.len(), 250);
+
+    let first = source.read_batch(100).await?;
+    let ahead = source
+        .read_ahead(100)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the surplus is handed out by a read ahead"))?;
+    let rest = source.read_batch(100).await?;
+    assert_eq!(
+        (first.len(), ahead.len(), rest.len()),
+        (100, 100, 50),
+        "every batch within its size"
+    );
+    let read: Vec<String> = [first, ahead, rest]
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.entry_id)
+        .collect();
+    assert_eq!(read, added, "each entry once, in stream order");
+    assert!(source.read_batch(100).await?.is_empty(), "nothing left");
+    Ok(())
+}
