@@ -290,24 +290,31 @@ impl<S: Source> Processor<S> {
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
         let mut next_lag = Instant::now();
         // Entries read (and decoded) ahead while the previous batch was committing.
-        // They are processed even after `cancel` (graceful shutdown finishes what it read),
-        // but nothing more is read ahead then.
+        // They are processed even after `cancel` (graceful shutdown finishes what it read,
+        // and what the source holds: `Source::take_buffered`), but nothing more is read then.
         let mut ahead: Vec<Prepared> = Vec::new();
         // What the last committed batch still owes the transport (paid during the next
         // commit, or before waiting for new entries, or on the way out).
         let mut owed = Settlement::default();
-        while !cancel.is_cancelled() || !ahead.is_empty() {
-            let read = if ahead.is_empty() {
+        loop {
+            let read = if !ahead.is_empty() {
+                Ok(std::mem::take(&mut ahead))
+            } else if cancel.is_cancelled() {
+                // what the source already holds is finished too, then nothing more is read
+                let buffered = self.source.take_buffered(self.config.batch_size);
+                if buffered.is_empty() {
+                    break;
+                }
+                Ok(prepare(buffered, self.config.max_payload_bytes))
+            } else {
                 // nothing to overlap it with: settle before (perhaps long) waiting
                 self.settle(std::mem::take(&mut owed)).await;
                 let read = tokio::select! {
                     biased;
-                    () = cancel.cancelled() => break,
+                    () = cancel.cancelled() => continue,
                     read = self.source.read_batch(self.config.batch_size) => read,
                 };
                 read.map(|entries| prepare(entries, self.config.max_payload_bytes))
-            } else {
-                Ok(std::mem::take(&mut ahead))
             };
             let entries = match read {
                 Ok(entries) => entries,

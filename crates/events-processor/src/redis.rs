@@ -514,6 +514,10 @@ impl Source for RedisStreamSource {
         self.read_new(max.max(1)).await.map(Some)
     }
 
+    fn take_buffered(&mut self, max: usize) -> Vec<SourceEntry> {
+        self.take_surplus(max.max(1))
+    }
+
     async fn ack(&mut self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

@@ -101,6 +101,14 @@ pub trait Source: Send + 'static {
         async { Ok(None) }
     }
 
+    /// Up to `max` entries already delivered to this consumer and held by the source but
+    /// not yet returned, taken without any I/O. A graceful shutdown processes them before it
+    /// stops, so that it leaves nothing pending. The default holds none.
+    fn take_buffered(&mut self, max: usize) -> Vec<SourceEntry> {
+        let _ = max;
+        Vec::new()
+    }
+
     /// Acknowledge settled entries (after the commit). Idempotent.
     fn ack(&mut self, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
 

@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use events_processor::{RedisSourceConfig, RedisStreamSource, Source};
+use events_processor::{Processor, RedisSourceConfig, RedisStreamSource, Source};
 use events_storage::NotificationFilter;
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -204,29 +205,9 @@ async fn redis_blocking_read_takes_the_whole_pipelined_batch() -> anyhow::Result
     // connects (creating the group at the stream's end) and blocks
     let reader = tokio::spawn(async move { source.read_batch(100).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let redis = harness
-        .redis
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("a Redis harness has a server"))?;
-    let commands: Vec<Vec<String>> = workload(5, 31)
-        .iter()
-        .map(|event| {
-            let mut args = vec!["XADD".to_owned(), STREAM.to_owned(), "*".to_owned()];
-            args.extend(wire(event).into_iter().flat_map(|(k, v)| [k, v]));
-            args
-        })
-        .collect();
-    // one write, as a producer's pipeline at its best: Redis runs all five XADDs before
-    // it reads the top-up, and answers the blocked read after the first
-    let replies = tokio::task::spawn_blocking(move || {
-        let commands: Vec<Vec<&str>> = commands
-            .iter()
-            .map(|args| args.iter().map(String::as_str).collect())
-            .collect();
-        redis.query_in_one_write(&commands)
-    })
-    .await?;
-    assert_eq!(replies.len(), 5);
+    // Redis runs all five XADDs before the top-up read queued behind the blocked one, and
+    // answers the blocked read after the first
+    assert_eq!(xadd_in_one_write(&harness, 5, 31).await?.len(), 5);
     let entries = tokio::time::timeout(Duration::from_secs(30), reader).await???;
     assert_eq!(entries.len(), 5, "one read takes the whole pipelined batch");
     Ok(())
@@ -234,8 +215,8 @@ async fn redis_blocking_read_takes_the_whole_pipelined_batch() -> anyhow::Result
 
 /// The blocking read is topped up in the same pipeline, so with entries already waiting
 /// both reads answer in full; a batch never exceeds its size, and what the second read took
-/// beyond it is handed out next — by a read ahead or an ordinary read — in stream order,
-/// each entry once.
+/// beyond it is handed out next — taken at shutdown, by a read ahead or by an ordinary
+/// read — in stream order, each entry once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_reads_beyond_the_batch_size_are_handed_out_next_in_order() -> anyhow::Result<()> {
     let harness = Harness::new(Kind::Redis).await?;
@@ -245,43 +226,27 @@ async fn redis_reads_beyond_the_batch_size_are_handed_out_next_in_order() -> any
     let mut source = RedisStreamSource::new(config);
     // connects, creating the group at the stream's end; nothing to read yet
     assert!(source.read_batch(100).await?.is_empty());
-    let redis = harness
-        .redis
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("a Redis harness has a server"))?;
-    let commands: Vec<Vec<String>> = workload(250, 47)
-        .iter()
-        .map(|event| {
-            let mut args = vec!["XADD".to_owned(), STREAM.to_owned(), "*".to_owned()];
-            args.extend(wire(event).into_iter().flat_map(|(k, v)| [k, v]));
-            args
-        })
-        .collect();
-    let added: Vec<String> = tokio::task::spawn_blocking(move || {
-        let commands: Vec<Vec<&str>> = commands
-            .iter()
-            .map(|args| args.iter().map(String::as_str).collect())
-            .collect();
-        redis.query_in_one_write(&commands)
-    })
-    .await?
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let added = xadd_in_one_write(&harness, 250, 47).await?;
     assert_eq!(added.len(), 250);
 
     let first = source.read_batch(100).await?;
+    // what a graceful shutdown takes before it stops
+    let buffered = source.take_buffered(60);
     let ahead = source
         .read_ahead(100)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the surplus is handed out by a read ahead"))?;
     let rest = source.read_batch(100).await?;
     assert_eq!(
-        (first.len(), ahead.len(), rest.len()),
-        (100, 100, 50),
+        (first.len(), buffered.len(), ahead.len(), rest.len()),
+        (100, 60, 40, 50),
         "every batch within its size"
     );
-    let read: Vec<String> = [first, ahead, rest]
+    assert!(
+        source.take_buffered(100).is_empty(),
+        "nothing held any more"
+    );
+    let read: Vec<String> = [first, buffered, ahead, rest]
         .into_iter()
         .flatten()
         .map(|entry| entry.entry_id)
@@ -289,4 +254,65 @@ async fn redis_reads_beyond_the_batch_size_are_handed_out_next_in_order() -> any
     assert_eq!(read, added, "each entry once, in stream order");
     assert!(source.read_batch(100).await?.is_empty(), "nothing left");
     Ok(())
+}
+
+/// A graceful shutdown also finishes the entries the source holds beyond its last batch
+/// (`Source::take_buffered`), so nothing it was handed stays pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_graceful_shutdown_finishes_the_entries_the_source_holds() -> anyhow::Result<()> {
+    let harness = Harness::new(Kind::Redis).await?;
+    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
+    config.consumer = "c1".into();
+    config.block = Duration::from_millis(200);
+    let mut source = RedisStreamSource::new(config);
+    assert!(source.read_batch(100).await?.is_empty());
+    xadd_in_one_write(&harness, 250, 53).await?;
+    // 100 handed out (to the test, which never acks them), 100 held by the source
+    assert_eq!(source.read_batch(100).await?.len(), 100);
+
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    Processor::new(
+        fast_config(),
+        source,
+        harness.db.clone(),
+        Arc::new(test_catalog()),
+        standard_pipeline(vec![]),
+        vec![],
+    )
+    .run(cancel)
+    .await?;
+    assert_eq!(
+        harness.processed_count().await?,
+        100,
+        "the held entries are processed, and nothing is read after the cancel"
+    );
+    assert_eq!(harness.redis_pending(), 100, "the held entries are acked");
+    Ok(())
+}
+
+/// XADDs `n` workload events to the stream in one write — a producer's pipeline at its
+/// best — and returns their entry ids.
+async fn xadd_in_one_write(harness: &Harness, n: usize, seed: u64) -> anyhow::Result<Vec<String>> {
+    let redis = harness
+        .redis
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a Redis harness has a server"))?;
+    let commands: Vec<Vec<String>> = workload(n, seed)
+        .iter()
+        .map(|event| {
+            let mut args = vec!["XADD".to_owned(), STREAM.to_owned(), "*".to_owned()];
+            args.extend(wire(event).into_iter().flat_map(|(k, v)| [k, v]));
+            args
+        })
+        .collect();
+    let replies = tokio::task::spawn_blocking(move || {
+        let commands: Vec<Vec<&str>> = commands
+            .iter()
+            .map(|args| args.iter().map(String::as_str).collect())
+            .collect();
+        redis.query_in_one_write(&commands)
+    })
+    .await?;
+    Ok(replies.iter().map(ToString::to_string).collect())
 }
