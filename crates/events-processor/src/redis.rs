@@ -237,18 +237,7 @@ impl RedisStreamSource {
         let retry_due = self.retry_at.is_none_or(|t| Instant::now() >= t);
         if let (Some(cursor), true) = (self.pending_cursor.clone(), retry_due) {
             let clients = self.connect().await?;
-            let reply = clients
-                .writer
-                .xreadgroup::<Value, _, _, _, _>(
-                    self.config.group.as_str(),
-                    self.config.consumer.as_str(),
-                    Some(max as u64),
-                    None,
-                    false,
-                    self.config.stream.as_str(),
-                    cursor.as_str(),
-                )
-                .await;
+            let reply = xreadgroup(&clients.writer, &self.config, max, None, &cursor).await;
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(e) => {
@@ -300,16 +289,7 @@ impl RedisStreamSource {
         let pipeline = clients.reader.pipeline();
         for block in [Some(block_ms), None] {
             // queued, not sent: the reply comes from `try_all`
-            let _: () = pipeline
-                .xreadgroup(
-                    self.config.group.as_str(),
-                    self.config.consumer.as_str(),
-                    Some(max as u64),
-                    block,
-                    false,
-                    self.config.stream.as_str(),
-                    ">",
-                )
+            let _: () = xreadgroup(&pipeline, &self.config, max, block, ">")
                 .await
                 .map_err(|e| Error::redis("XREADGROUP", e))?;
         }
@@ -336,18 +316,7 @@ impl RedisStreamSource {
     /// `XREADGROUP ... >`: entries never delivered to the group, answered at once.
     async fn read_new(&mut self, max: usize) -> Result<Vec<SourceEntry>> {
         let clients = self.connect().await?;
-        let reply = clients
-            .reader
-            .xreadgroup::<Value, _, _, _, _>(
-                self.config.group.as_str(),
-                self.config.consumer.as_str(),
-                Some(max as u64),
-                None,
-                false,
-                self.config.stream.as_str(),
-                ">",
-            )
-            .await;
+        let reply = xreadgroup(&clients.reader, &self.config, max, None, ">").await;
         match reply {
             Ok(reply) => self.new_entries(reply).await,
             Err(e) => self.on_error("XREADGROUP", e).await.map(|()| Vec::new()),
@@ -657,6 +626,32 @@ fn close(client: Client) {
 type RawEntry = (String, Option<Vec<(String, String)>>);
 
 /// Parse an XREADGROUP reply (RESP2 nested arrays or RESP3 map) for a single stream.
+/// `XREADGROUP COUNT max [BLOCK block] STREAMS stream id` as this source's group and
+/// consumer, sent on a connection or queued on a pipeline.
+async fn xreadgroup<C, R>(
+    client: &C,
+    config: &RedisSourceConfig,
+    max: usize,
+    block: Option<u64>,
+    id: &str,
+) -> FredResult<R>
+where
+    C: StreamsInterface + Sync,
+    R: FromValue,
+{
+    client
+        .xreadgroup(
+            config.group.as_str(),
+            config.consumer.as_str(),
+            Some(max as u64),
+            block,
+            false,
+            config.stream.as_str(),
+            id,
+        )
+        .await
+}
+
 fn parse_xread(reply: Value) -> Result<Vec<RawEntry>> {
     if reply.is_null() {
         return Ok(Vec::new());

@@ -198,10 +198,7 @@ async fn redis_last_batch_is_acked_while_the_stream_is_idle() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_blocking_read_takes_the_whole_pipelined_batch() -> anyhow::Result<()> {
     let harness = Harness::new(Kind::Redis).await?;
-    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
-    config.consumer = "c1".into();
-    config.block = Duration::from_secs(10);
-    let mut source = RedisStreamSource::new(config);
+    let mut source = redis_source(&harness, Duration::from_secs(10));
     // connects (creating the group at the stream's end) and blocks
     let reader = tokio::spawn(async move { source.read_batch(100).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -220,10 +217,7 @@ async fn redis_blocking_read_takes_the_whole_pipelined_batch() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_reads_beyond_the_batch_size_are_handed_out_next_in_order() -> anyhow::Result<()> {
     let harness = Harness::new(Kind::Redis).await?;
-    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
-    config.consumer = "c1".into();
-    config.block = Duration::from_millis(200);
-    let mut source = RedisStreamSource::new(config);
+    let mut source = redis_source(&harness, Duration::from_millis(200));
     // connects, creating the group at the stream's end; nothing to read yet
     assert!(source.read_batch(100).await?.is_empty());
     let added = xadd_in_one_write(&harness, 250, 47).await?;
@@ -261,10 +255,7 @@ async fn redis_reads_beyond_the_batch_size_are_handed_out_next_in_order() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_graceful_shutdown_finishes_the_entries_the_source_holds() -> anyhow::Result<()> {
     let harness = Harness::new(Kind::Redis).await?;
-    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
-    config.consumer = "c1".into();
-    config.block = Duration::from_millis(200);
-    let mut source = RedisStreamSource::new(config);
+    let mut source = redis_source(&harness, Duration::from_millis(200));
     assert!(source.read_batch(100).await?.is_empty());
     xadd_in_one_write(&harness, 250, 53).await?;
     // 100 handed out (to the test, which never acks them), 100 held by the source
@@ -289,6 +280,14 @@ async fn redis_graceful_shutdown_finishes_the_entries_the_source_holds() -> anyh
     );
     assert_eq!(harness.redis_pending(), 100, "the held entries are acked");
     Ok(())
+}
+
+/// A Redis source of consumer "c1" that blocks up to `block` for new entries.
+fn redis_source(harness: &Harness, block: Duration) -> RedisStreamSource {
+    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
+    config.consumer = "c1".into();
+    config.block = block;
+    RedisStreamSource::new(config)
 }
 
 /// XADDs `n` workload events to the stream in one write — a producer's pipeline at its
