@@ -625,7 +625,6 @@ fn close(client: Client) {
 /// `(entry id, fields)`; fields `None` = the entry was deleted (trimmed) from the stream.
 type RawEntry = (String, Option<Vec<(String, String)>>);
 
-/// Parse an XREADGROUP reply (RESP2 nested arrays or RESP3 map) for a single stream.
 /// `XREADGROUP COUNT max [BLOCK block] STREAMS stream id` as this source's group and
 /// consumer, sent on a connection or queued on a pipeline.
 async fn xreadgroup<C, R>(
@@ -652,6 +651,7 @@ where
         .await
 }
 
+/// Parse an XREADGROUP reply (RESP2 nested arrays or RESP3 map) for a single stream.
 fn parse_xread(reply: Value) -> Result<Vec<RawEntry>> {
     if reply.is_null() {
         return Ok(Vec::new());
