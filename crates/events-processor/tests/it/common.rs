@@ -79,6 +79,14 @@ impl Harness {
         self.redis.as_ref().map(|r| r.url())
     }
 
+    /// The source configuration of `consumer` on this harness's Redis server, defaults
+    /// otherwise.
+    pub(crate) fn redis_config(&self, consumer: &str) -> RedisSourceConfig {
+        let mut config = RedisSourceConfig::new(self.redis_url().unwrap_or_default());
+        config.consumer = consumer.to_owned();
+        config
+    }
+
     /// A fresh source of this transport (`consumer` only matters for Redis).
     pub(crate) fn source(&self, consumer: &str, claim_idle: Duration) -> AnySource {
         match self.kind {
@@ -90,8 +98,7 @@ impl Harness {
                 },
             )),
             Kind::Redis => {
-                let mut config = RedisSourceConfig::new(self.redis_url().unwrap_or_default());
-                config.consumer = consumer.to_owned();
+                let mut config = self.redis_config(consumer);
                 config.claim_idle = claim_idle;
                 config.block = Duration::from_millis(200);
                 AnySource::Redis(RedisStreamSource::new(config))

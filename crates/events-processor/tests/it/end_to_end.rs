@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use events_processor::{Processor, RedisSourceConfig, RedisStreamSource, Source};
+use events_processor::{Processor, RedisStreamSource, Source};
 use events_storage::NotificationFilter;
 use tokio_util::sync::CancellationToken;
 
@@ -284,8 +284,7 @@ async fn redis_graceful_shutdown_finishes_the_entries_the_source_holds() -> anyh
 
 /// A Redis source of consumer "c1" that blocks up to `block` for new entries.
 fn redis_source(harness: &Harness, block: Duration) -> RedisStreamSource {
-    let mut config = RedisSourceConfig::new(harness.redis_url().unwrap_or_default());
-    config.consumer = "c1".into();
+    let mut config = harness.redis_config("c1");
     config.block = block;
     RedisStreamSource::new(config)
 }
