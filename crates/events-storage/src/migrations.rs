@@ -36,6 +36,15 @@ pub(crate) fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
+/// The error of the migration to `version` of the file at `path`.
+fn migration_error(path: &Path) -> impl Fn(i64, rusqlite::Error) -> StorageError + '_ {
+    move |version, source| StorageError::Migration {
+        path: path.to_owned(),
+        version,
+        source,
+    }
+}
+
 /// Brings the file at `path` to [`LATEST_SCHEMA_VERSION`]; refuses files from a newer build.
 ///
 /// Returns the version the file had before.
@@ -45,11 +54,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64> {
 
 /// [`migrate`] up to version `latest` only (tests build files of an older version with it).
 fn migrate_to(conn: &mut Connection, path: &Path, latest: i64) -> Result<i64> {
-    let migration_error = |version, source| StorageError::Migration {
-        path: path.to_owned(),
-        version,
-        source,
-    };
+    let migration_error = migration_error(path);
     let found = schema_version(conn).map_err(|e| migration_error(0, e))?;
     if found > LATEST_SCHEMA_VERSION {
         return Err(StorageError::NewerSchema {
@@ -76,11 +81,7 @@ fn migrate_to(conn: &mut Connection, path: &Path, latest: i64) -> Result<i64> {
 
 /// Runs the migrations after version `found` up to `latest`, each in its own transaction.
 fn apply_pending(conn: &mut Connection, path: &Path, found: i64, latest: i64) -> Result<()> {
-    let migration_error = |version, source| StorageError::Migration {
-        path: path.to_owned(),
-        version,
-        source,
-    };
+    let migration_error = migration_error(path);
     for (index, sql) in MIGRATIONS
         .iter()
         .enumerate()
