@@ -21,9 +21,12 @@ use crate::source::{Checkpoint, DeadLetterRecord, Source, SourceEntry};
 
 /// Receives what a committed batch did, to push it to clients (WebSocket, SSE, delivery).
 ///
-/// Called on the processor's task after the commit, in commit order. Implementations
-/// **must not block** (forward to a bounded channel or a `tokio::sync::broadcast` and
-/// return); a panic is caught and logged, never fails the batch.
+/// Called on the storage writer's thread right after the batch's commit, while it still
+/// holds the writer (so in commit order, and before the batch's acks and read-ahead round
+/// trips to the transport, which clients need not wait for). Implementations therefore
+/// **must not block and must stay cheap** — every write transaction waits for them (forward
+/// to a bounded channel or a `tokio::sync::broadcast` and return); a panic is caught and
+/// logged, never fails the batch.
 pub trait PushSink: Send + Sync {
     /// A notification was created or changed.
     fn notification(&self, push: &NotificationPush);
@@ -169,7 +172,8 @@ pub struct Processor<S: Source> {
     db: EventDb,
     catalog: Arc<EventCatalog>,
     pipeline: Pipeline,
-    sinks: Vec<Arc<dyn PushSink>>,
+    /// Shared with the writer's thread, which pushes right after each commit.
+    sinks: Arc<[Arc<dyn PushSink>]>,
     status: Arc<ProcessorStatus>,
 }
 
@@ -261,7 +265,7 @@ impl<S: Source> Processor<S> {
             db,
             catalog,
             pipeline,
-            sinks,
+            sinks: sinks.into(),
             status: Arc::new(ProcessorStatus::default()),
         }
     }
@@ -490,19 +494,6 @@ impl<S: Source> Processor<S> {
                 }
             }
         }
-        // Pushes first: they only need the commit, and the ack's round trip to the
-        // transport would otherwise sit between the commit and every client.
-        for (seq, event, pushes) in &committed {
-            for sink in &self.sinks {
-                call_sink(|| sink.event(*seq, event));
-                for push in pushes {
-                    match &push.row {
-                        Some(row) => call_sink(|| sink.notification_with_row(&push.push, row)),
-                        None => call_sink(|| sink.notification(&push.push)),
-                    }
-                }
-            }
-        }
         if let Some(delay) = min_retry_delay {
             self.source.retry_later(&retry, delay);
         }
@@ -557,20 +548,31 @@ impl<S: Source> Processor<S> {
             prepared,
         };
         let db = self.db.clone();
+        // Pushed on the writer's thread as soon as the commit is durable: waiting for this
+        // future would add the thread hand-back and the batch's transport round trips
+        // (`run_batch` joins them) to every client's latency.
+        let sinks = Arc::clone(&self.sinks);
+        let careful_sinks = Arc::clone(&sinks);
         async move {
             let batch = Arc::new(batch);
             let optimistic = Arc::clone(&batch);
             match db
-                .write_with(move |tx| optimistic.write(tx, Isolation::Batch))
+                .write_then(
+                    move |tx| optimistic.write(tx, Isolation::Batch),
+                    move |outcomes| push_all(&sinks, outcomes),
+                )
                 .await
             {
                 Ok(outcomes) => Ok(outcomes),
                 Err(Attempt::Failed(e)) => Err(e),
                 Err(Attempt::NeedsEntrySavepoints) => {
                     metrics::counter!(m::CAREFUL_BATCHES).increment(1);
-                    db.write_with(move |tx| batch.write(tx, Isolation::PerEntry))
-                        .await
-                        .map_err(Attempt::into_error)
+                    db.write_then(
+                        move |tx| batch.write(tx, Isolation::PerEntry),
+                        move |outcomes| push_all(&careful_sinks, outcomes),
+                    )
+                    .await
+                    .map_err(Attempt::into_error)
                 }
             }
         }
@@ -844,6 +846,25 @@ fn run_entry(
             reason: error_chain(&e),
             retryable: e.is_retryable(),
         },
+    }
+}
+
+/// Hands a committed batch's logged events and notification changes to every sink, in
+/// entry order.
+fn push_all(sinks: &[Arc<dyn PushSink>], outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        let Outcome::Logged { seq, event, pushes } = outcome else {
+            continue;
+        };
+        for sink in sinks {
+            call_sink(|| sink.event(*seq, event));
+            for push in pushes {
+                match &push.row {
+                    Some(row) => call_sink(|| sink.notification_with_row(&push.push, row)),
+                    None => call_sink(|| sink.notification(&push.push)),
+                }
+            }
+        }
     }
 }
 

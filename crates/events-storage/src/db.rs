@@ -358,8 +358,20 @@ impl EventDb {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
+        self.write_then(f, |_| {}).await
+    }
+
+    /// [`EventDb::write_with`], then `after_commit` with the result on the writer's thread,
+    /// right after the commit and before any other write transaction begins.
+    pub async fn write_then<T, E, F, G>(&self, f: F, after_commit: G) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        G: FnOnce(&T) + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.write_blocking(f))
+        tokio::task::spawn_blocking(move || inner.write_blocking(f, after_commit))
             .await
             .map_err(|e| E::from(StorageError::Task(e.to_string())))?
     }
@@ -500,9 +512,10 @@ impl EventDb {
 static NEXT_TRANSACTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Inner {
-    fn write_blocking<T, E, F>(&self, f: F) -> Result<T, E>
+    fn write_blocking<T, E, F, G>(&self, f: F, after_commit: G) -> Result<T, E>
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+        G: FnOnce(&T),
         E: From<StorageError>,
     {
         // A panic inside a previous closure poisoned the mutex, but its transaction was rolled
@@ -521,6 +534,7 @@ impl Inner {
         let out = f(&mut wtx)?;
         wtx.tx.commit().map_err(|e| E::from(e.into()))?;
         self.commits.send_modify(|n| *n += 1);
+        after_commit(&out);
         // Full = a wake-up is already queued; disconnected cannot happen while `self` lives.
         let _ = self.checkpoint_kick.try_send(());
         Ok(out)

@@ -150,6 +150,60 @@ async fn write_with_returns_the_callers_error() {
     );
 }
 
+/// `write_then` hands the committed result to its hook exactly once, before the next write
+/// transaction starts (the processor relies on this to push in commit order), and never
+/// calls it for a transaction that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn write_then_runs_the_hook_after_each_commit_and_never_after_a_failure() {
+    use std::sync::{Arc, Mutex};
+    let db = EventDb::open_in_memory().await.unwrap();
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for k in 0..6usize {
+        let (db, in_tx, after) = (db.clone(), Arc::clone(&log), Arc::clone(&log));
+        tasks.push(tokio::spawn(async move {
+            db.write_then(
+                move |tx| {
+                    in_tx.lock().unwrap().push(format!("tx {k}"));
+                    let id = tx.insert_notification(&new_notification(k))?;
+                    Ok::<_, StorageError>((k, id))
+                },
+                move |(k, _id)| after.lock().unwrap().push(format!("after {k}")),
+            )
+            .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let failed_hook = Arc::clone(&log);
+    let failed = db
+        .write_then(
+            |tx| {
+                tx.insert_notification(&new_notification(99))?;
+                Err::<(), _>(StorageError::Task("refused".into()))
+            },
+            move |_| failed_hook.lock().unwrap().push("after failed".into()),
+        )
+        .await;
+    assert!(failed.is_err());
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 12, "{log:?}");
+    for pair in log.chunks(2) {
+        let k = pair[0]
+            .strip_prefix("tx ")
+            .expect("a transaction body comes first");
+        assert_eq!(pair[1], format!("after {k}"), "{log:?}");
+    }
+    assert_eq!(
+        db.list_notifications(NotificationFilter::default())
+            .await
+            .unwrap()
+            .total,
+        6
+    );
+}
+
 /// A failing reader must not leave its pooled connection inside a read transaction: that
 /// connection would keep serving its old snapshot and never see later commits.
 #[tokio::test]
