@@ -47,6 +47,9 @@ pub(crate) struct WorkerOutput {
     pub(crate) send_s: f64,
     /// Wall time including building the envelopes.
     pub(crate) wall_s: f64,
+    /// The worker's own CPU time (user + system, all threads) when it finished: what the
+    /// emitting side took from the cores the daemon and Redis share with it.
+    pub(crate) cpu_s: f64,
 }
 
 /// Envelopes are built per slice of this many, so memory stays flat for a million events.
@@ -97,6 +100,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<WorkerOutput> {
         events,
         send_s: send.as_secs_f64(),
         wall_s: started.elapsed().as_secs_f64(),
+        cpu_s: crate::daemon::cpu_s(std::process::id()).unwrap_or(0.0),
     })
 }
 
