@@ -146,7 +146,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "events_per_daemon_cpu_s": (n as f64 / daemon_cpu.max(0.01)).round(),
             "redis_cpu_s": redis_cpu,
             "emitter_cpu_s": emitted.cpu_s,
-            // Everything the run needed against what two cores offer over its wall time:
+            // Everything the run needed against what the cores offered over its wall time:
             // near 1 means the cores, not a wait, set the pace (docs/benchmarks.md).
             "cpu_budget": cpu_budget(daemon_cpu + redis_cpu + emitted.cpu_s, elapsed),
             "ceiling_consumer_cpu_s": ceiling_consumer_cpu,
