@@ -146,16 +146,21 @@ const WAL_KEPT_BYTES: i64 = 256 * 1024 * 1024;
 /// The writer connection's page cache in KiB (why this size: see `open_writer`).
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
-/// How long the checkpointer lets commits accumulate after a wake-up before it checkpoints.
-/// Longer windows copy a page written by several batches back only once, but each checkpoint
-/// is then bigger, and a big checkpoint (page copies plus fsync) is what delays pushes: in
-/// the latency benchmark (5,000 events/s) 5 s gave p99 301 ms, 250 ms gave 71 ms and 40 ms
-/// gave 67 ms with a p90 of 4 ms instead of 5.6 ms, at the same e2e throughput.
-const CHECKPOINT_DEBOUNCE: Duration = Duration::from_millis(40);
-
 /// Starts the thread that checkpoints the WAL in the background (`PRAGMA
 /// wal_checkpoint(PASSIVE)` on its own connection), woken after commits through the
 /// returned sender and stopped when it is dropped.
+///
+/// It checkpoints as soon as it is woken, and commits made while it works fold into one
+/// more wake-up (the channel holds one), so under load it runs back to back, each run
+/// copying only what the last few commits wrote. Waiting after a wake-up to let commits
+/// accumulate (40 ms until session 17) copied a page rewritten by several batches back only
+/// once, but made each checkpoint bigger, and the bigger a checkpoint's copy and fsync, the
+/// longer the commits made meanwhile are delayed (below the syscalls: the writer showed no
+/// blocked system call). At 5,000 events/s the notification latency p99 was 17-25 ms with
+/// a 40 ms wait, 11-13 ms with 15 ms, 4.5-8 ms with 5 ms and 2.0 ms with none, for ~3 % more
+/// daemon CPU in the e2e benchmark (docs/benchmarks.md, session 17). Checkpoints that catch
+/// up between commits also let the writer restart the WAL from its beginning, so at such
+/// rates the WAL stays small instead of growing to the backstop.
 ///
 /// The benchmark profile showed SQLite's automatic checkpoints (page copies plus an
 /// fsync, run inside whichever commit crossed the threshold) as ~14 % of the writer's time;
@@ -172,9 +177,6 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
         .name("events-checkpoint".into())
         .spawn(move || {
             while woken.recv().is_ok() {
-                std::thread::sleep(CHECKPOINT_DEBOUNCE);
-                // fold the wake-ups of the commits made while sleeping into this run
-                while woken.try_recv().is_ok() {}
                 if let Err(error) =
                     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 {

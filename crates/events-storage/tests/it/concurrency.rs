@@ -250,7 +250,7 @@ async fn the_background_checkpointer_keeps_the_wal_small() {
             .await
             .unwrap();
         }
-        // let the checkpointer run (it waits a moment after a wake-up)
+        // a pause, as between bursts of events: the checkpointer catches up
         tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     }
     let size = |suffix: &str| {
