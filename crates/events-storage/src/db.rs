@@ -156,11 +156,12 @@ const WRITER_CACHE_KIB: i64 = 8 * 1024;
 /// accumulate (40 ms until session 17) copied a page rewritten by several batches back only
 /// once, but made each checkpoint bigger, and the bigger a checkpoint's copy and fsync, the
 /// longer the commits made meanwhile are delayed (mostly below the writer's own system
-/// calls, which rarely blocked long; with the data on tmpfs there was no such tail). At 5,000 events/s the notification latency p99 was 17-25 ms with
-/// a 40 ms wait, 11-13 ms with 15 ms, 4.5-8 ms with 5 ms and 2.0 ms with none, for ~3 % more
-/// daemon CPU in the e2e benchmark (docs/benchmarks.md, session 17). Checkpoints that catch
-/// up between commits also let the writer restart the WAL from its beginning, so at such
-/// rates the WAL stays small instead of growing to the backstop.
+/// calls, which rarely blocked long; with the data on tmpfs there was no such tail). At
+/// 5,000 events/s the notification latency p99 was 17-25 ms with a 40 ms wait, 11-13 ms
+/// with 15 ms, 4.5-8 ms with 5 ms and 2.0 ms with none, for ~3 % more daemon CPU in the e2e
+/// benchmark (docs/benchmarks.md, session 17). Checkpoints that catch up between commits
+/// also let the writer restart the WAL from its beginning, so at such rates the WAL stays
+/// small instead of growing to the backstop.
 ///
 /// The benchmark profile showed SQLite's automatic checkpoints (page copies plus an
 /// fsync, run inside whichever commit crossed the threshold) as ~14 % of the writer's time;
