@@ -110,7 +110,7 @@ impl EmbeddedSource {
         self.outstanding.insert(seq, ());
         Ok(SourceEntry {
             entry_id: entry.id,
-            fields: entry.fields,
+            fields: entry.fields.into(),
             delivery_count: *count,
         })
     }

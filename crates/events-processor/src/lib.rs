@@ -91,4 +91,4 @@ pub use processor::{
     BatchReport, CommittedRow, Processor, ProcessorConfig, ProcessorStatus, PushSink,
 };
 pub use redis::{RedisSourceConfig, RedisStreamSource, default_consumer_name};
-pub use source::{Checkpoint, DeadLetterRecord, Source, SourceEntry};
+pub use source::{Checkpoint, DeadLetterRecord, EntryFields, Source, SourceEntry};

@@ -236,7 +236,7 @@ fn prepare(entries: Vec<SourceEntry>, max_payload_bytes: usize) -> Vec<Prepared>
         .into_iter()
         .map(|entry| {
             let decoded = from_stream_fields_with_limit(
-                entry.fields.iter().map(|(k, v)| (k, v)),
+                entry.fields.iter(),
                 &entry.entry_id,
                 max_payload_bytes,
             )
@@ -718,7 +718,7 @@ fn process_entry(
         tx.insert_dead_letter(&NewDeadLetter {
             stream: stream.to_owned(),
             entry_id: entry.entry_id.clone(),
-            fields: entry.fields.clone(),
+            fields: entry.fields.to_pairs(),
             reason: reason.clone(),
             delivery_count: u32::try_from(entry.delivery_count).unwrap_or(u32::MAX),
         })?;
@@ -726,7 +726,7 @@ fn process_entry(
             entry_id: entry.entry_id.clone(),
             reason,
             delivery_count: entry.delivery_count,
-            fields: entry.fields.clone(),
+            fields: entry.fields.to_pairs(),
         }))
     };
     let event = match &p.decoded {

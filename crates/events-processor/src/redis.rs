@@ -7,7 +7,7 @@ use fred::prelude::*;
 use fred::types::config::{ConnectionConfig, PerformanceConfig};
 
 use crate::error::{Error, Result};
-use crate::source::{Checkpoint, DeadLetterRecord, Source, SourceEntry};
+use crate::source::{Checkpoint, DeadLetterRecord, EntryFields, Source, SourceEntry};
 
 /// Settings of a [`RedisStreamSource`]. `RedisSourceConfig::new(url)` gives brief §4/§8
 /// defaults.
@@ -623,7 +623,7 @@ fn close(client: Client) {
 }
 
 /// `(entry id, fields)`; fields `None` = the entry was deleted (trimmed) from the stream.
-type RawEntry = (String, Option<Vec<(String, String)>>);
+type RawEntry = (String, Option<EntryFields>);
 
 /// `XREADGROUP COUNT max [BLOCK block] STREAMS stream id` as this source's group and
 /// consumer, sent on a connection or queued on a pipeline.
@@ -698,13 +698,14 @@ fn parse_entries(entries: Value) -> Result<Vec<RawEntry>> {
             None | Some(Value::Null) => None,
             Some(v) => {
                 let flat = v.into_array();
-                let mut fields = Vec::with_capacity(flat.len() / 2);
-                let mut it = flat.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    fields.push((
-                        k.as_string().unwrap_or_default(),
-                        v.as_string().unwrap_or_default(),
-                    ));
+                let text: Vec<_> = flat
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or_default())
+                    .collect();
+                let bytes = text.iter().map(|t| t.len()).sum();
+                let mut fields = EntryFields::with_capacity(text.len() / 2, bytes);
+                for pair in text.chunks_exact(2) {
+                    fields.push(&pair[0], &pair[1]);
                 }
                 Some(fields)
             }
@@ -753,14 +754,10 @@ mod tests {
         let parsed = parse_xread(reply).expect("parse");
         assert_eq!(parsed.len(), 2);
         assert_eq!(parsed[0].0, "1-0");
+        let fields = parsed[0].1.as_ref().expect("live entry");
         assert_eq!(
-            parsed[0].1.as_deref(),
-            Some(
-                &[
-                    ("event".to_owned(), "a.b".to_owned()),
-                    ("source".to_owned(), "x".to_owned())
-                ][..]
-            )
+            fields.iter().collect::<Vec<_>>(),
+            [("event", "a.b"), ("source", "x")]
         );
         assert_eq!(parsed[1], ("2-0".to_owned(), None));
         assert!(parse_xread(Value::Null).expect("nil").is_empty());
