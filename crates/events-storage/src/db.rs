@@ -21,6 +21,7 @@ use crate::notifications::{
     self, AgentStatus, CountCache, NewNotification, Notification, NotificationFilter,
     NotificationPage, OpenInGroup, Transition,
 };
+use crate::statements::TxStatements;
 use crate::{Result, StorageError, timefmt};
 
 /// How long a connection waits for a lock before SQLite reports `database is locked`.
@@ -523,11 +524,14 @@ impl Inner {
     {
         // A panic inside a previous closure poisoned the mutex, but its transaction was rolled
         // back when the `Transaction` dropped during unwinding: the connection is sound.
-        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        // Not `transaction_with_behavior`, which borrows the connection mutably for the
+        // transaction's life: the held statements borrow it too. The writer mutex is what
+        // rules out a nested transaction here.
+        let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
             .map_err(|e| E::from(e.into()))?;
         let mut wtx = WriteTx {
+            statements: TxStatements::new(&conn),
             tx,
             id: NEXT_TRANSACTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             received_at: timefmt::format(timefmt::now()),
@@ -535,7 +539,9 @@ impl Inner {
             number: *self.commits.borrow() + 1,
         };
         let out = f(&mut wtx)?;
-        wtx.tx.commit().map_err(|e| E::from(e.into()))?;
+        let WriteTx { statements, tx, .. } = wtx;
+        drop(statements);
+        tx.commit().map_err(|e| E::from(e.into()))?;
         self.commits.send_modify(|n| *n += 1);
         after_commit(&out);
         // Full = a wake-up is already queued; disconnected cannot happen while `self` lives.
@@ -589,7 +595,7 @@ macro_rules! read_methods {
             group_field: &str,
             group_value: &str,
         ) -> Result<Option<OpenInGroup>> {
-            notifications::find_open_in_group(self.conn(), domain, group_field, group_value)
+            notifications::find_open_in_group(self.prepared(), domain, group_field, group_value)
         }
 
         /// Logged events matching `query`, ascending by `seq`.
@@ -609,7 +615,7 @@ macro_rules! read_methods {
 
         /// Whether an event with this idempotency key is in the event log (the dedup check).
         pub fn idempotency_key_seen(&self, key: &str) -> Result<bool> {
-            events::idempotency_key_seen(self.conn(), key)
+            events::idempotency_key_seen(self.prepared(), key)
         }
 
         /// Whether `(stream, entry_id)` was already processed.
@@ -665,6 +671,10 @@ impl Reader<'_> {
         self.conn
     }
 
+    fn prepared(&self) -> &Connection {
+        self.conn
+    }
+
     /// Match counts this connection remembers (see [`CountCache`]).
     pub(crate) fn counts(&self) -> Option<&CountCache> {
         Some(self.counts)
@@ -684,6 +694,9 @@ impl Reader<'_> {
 /// Every method uses cached prepared statements; nothing commits until the closure returns.
 #[derive(Debug)]
 pub struct WriteTx<'c> {
+    /// Before `tx`: the statements go back to the connection's cache before the
+    /// transaction ends, also when it is dropped (rolled back).
+    statements: TxStatements<'c>,
     tx: rusqlite::Transaction<'c>,
     /// See [`WriteTx::transaction_id`].
     id: u64,
@@ -693,9 +706,13 @@ pub struct WriteTx<'c> {
     number: u64,
 }
 
-impl WriteTx<'_> {
+impl<'c> WriteTx<'c> {
     fn conn(&self) -> &Connection {
         &self.tx
+    }
+
+    fn prepared(&self) -> &TxStatements<'c> {
+        &self.statements
     }
 
     /// None: counts inside a write transaction change with its own writes.
@@ -731,13 +748,13 @@ impl WriteTx<'_> {
     /// A duplicate `idempotency_key` fails with a constraint error; use
     /// [`WriteTx::upsert_by_idempotency_key`] when duplicates are expected.
     pub fn insert_notification(&mut self, n: &NewNotification) -> Result<i64> {
-        notifications::insert(self.conn(), n, false).map(|(id, _)| id)
+        notifications::insert(self.prepared(), n, false).map(|(id, _)| id)
     }
 
     /// Inserts a notification, or — if one with the same `idempotency_key` exists — refreshes
     /// its payload, description and `updated_at` (statuses untouched). Returns `(id, created)`.
     pub fn upsert_by_idempotency_key(&mut self, n: &NewNotification) -> Result<(i64, bool)> {
-        notifications::insert(self.conn(), n, true)
+        notifications::insert(self.prepared(), n, true)
     }
 
     /// Replaces payload and description and bumps `updated_at`. A `meaningful` update also
@@ -751,7 +768,7 @@ impl WriteTx<'_> {
         description: &str,
         meaningful: bool,
     ) -> Result<()> {
-        if notifications::update_content(self.conn(), id, payload, description, meaningful)? {
+        if notifications::update_content(self.prepared(), id, payload, description, meaningful)? {
             Ok(())
         } else {
             Err(StorageError::InvalidInput {
@@ -823,7 +840,7 @@ impl WriteTx<'_> {
         id: i64,
         resolution: &Map<String, Value>,
     ) -> Result<()> {
-        if notifications::resolve_found(self.conn(), id, resolution)? {
+        if notifications::resolve_found(self.prepared(), id, resolution)? {
             Ok(())
         } else {
             Err(StorageError::InvalidInput {
@@ -840,12 +857,12 @@ impl WriteTx<'_> {
         event: &EventEnvelope,
         stream_entry_id: Option<&str>,
     ) -> Result<Option<i64>> {
-        events::append(&self.tx, event, stream_entry_id, &self.received_at)
+        events::append(self.prepared(), event, stream_entry_id, &self.received_at)
     }
 
     /// Records `(stream, entry_id)` as processed; `false` if it already was (skip the entry).
     pub fn mark_processed(&mut self, stream: &str, entry_id: &str) -> Result<bool> {
-        embedded::mark_processed(self.conn(), stream, entry_id, &self.received_at)
+        embedded::mark_processed(self.prepared(), stream, entry_id, &self.received_at)
     }
 
     /// Appends an entry to an embedded stream; returns its id (`"42-0"`).

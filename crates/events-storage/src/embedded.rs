@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::statements::Prepare;
 use crate::timefmt::{self, serde_ts};
 use crate::{Result, StorageError};
 
@@ -122,17 +123,16 @@ pub(crate) fn offset(conn: &Connection, stream: &str, group: &str) -> Result<Opt
 
 /// `processed_at` is the write transaction's time stamp, formatted once per transaction.
 pub(crate) fn mark_processed(
-    conn: &Connection,
+    conn: &impl Prepare,
     stream: &str,
     entry_id: &str,
     processed_at: &str,
 ) -> Result<bool> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO processed_entries (stream, entry_id, processed_at) VALUES (?1, ?2, ?3) \
-             ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![stream, entry_id, processed_at])?;
+    let inserted = conn.with_statement(
+        "INSERT INTO processed_entries (stream, entry_id, processed_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT DO NOTHING",
+        |stmt| Ok(stmt.execute(params![stream, entry_id, processed_at])?),
+    )?;
     Ok(inserted > 0)
 }
 

@@ -9,6 +9,7 @@ use rusqlite::{Connection, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::statements::Prepare;
 use crate::timefmt::{self, serde_ts};
 use crate::{Result, StorageError};
 
@@ -96,7 +97,7 @@ fn json<T: Serialize>(field: &'static str, value: &T) -> Result<String> {
 
 /// See [`crate::WriteTx::append_event`].
 pub(crate) fn append(
-    conn: &Connection,
+    conn: &impl Prepare,
     event: &EventEnvelope,
     stream_entry_id: Option<&str>,
     received_at: &str,
@@ -111,35 +112,40 @@ pub(crate) fn append(
         .as_ref()
         .map(|s| json("resolution_shape", s))
         .transpose()?;
-    let inserted = conn.prepare_cached(INSERT_SQL)?.execute(params![
-        event.id,
-        stream_entry_id,
-        event.event,
-        event.version,
-        event.source,
-        timefmt::format(event.timestamp),
-        event.idempotency_key,
-        event.level.as_u8(),
-        event.domain,
-        event.entity,
-        event.description,
-        event.visibility.as_str(),
-        json("payload", &event.payload)?,
-        actions,
-        event.terminal_when,
-        shape,
-        event.correlation_id,
-        event.causation_id,
-        received_at,
-    ])?;
+    let payload = json("payload", &event.payload)?;
+    let timestamp = timefmt::format(event.timestamp);
+    let inserted = conn.with_statement(INSERT_SQL, |stmt| {
+        Ok(stmt.execute(params![
+            event.id,
+            stream_entry_id,
+            event.event,
+            event.version,
+            event.source,
+            timestamp,
+            event.idempotency_key,
+            event.level.as_u8(),
+            event.domain,
+            event.entity,
+            event.description,
+            event.visibility.as_str(),
+            payload,
+            actions,
+            event.terminal_when,
+            shape,
+            event.correlation_id,
+            event.causation_id,
+            received_at,
+        ])?)
+    })?;
     Ok((inserted > 0).then(|| conn.last_insert_rowid()))
 }
 
 /// See [`crate::WriteTx::idempotency_key_seen`].
-pub(crate) fn idempotency_key_seen(conn: &Connection, key: &str) -> Result<bool> {
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE idempotency_key = ?1)")?
-        .query_row([key], |r| r.get(0))?)
+pub(crate) fn idempotency_key_seen(conn: &impl Prepare, key: &str) -> Result<bool> {
+    conn.with_statement(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE idempotency_key = ?1)",
+        |stmt| Ok(stmt.query_row([key], |r| r.get(0))?),
+    )
 }
 
 const COLUMNS: &str = "seq, event_id, stream_entry_id, event_type, version, source, timestamp, \

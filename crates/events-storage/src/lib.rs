@@ -51,6 +51,7 @@ mod error;
 mod events;
 mod migrations;
 mod notifications;
+mod statements;
 mod timefmt;
 
 pub use db::{EventDb, Reader, WriteTx};

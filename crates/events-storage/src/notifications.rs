@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::ParseStatusError;
+use crate::statements::Prepare;
 use crate::timefmt::{self, serde_ts};
 use crate::{Result, StorageError};
 
@@ -970,7 +971,11 @@ const INSERT_UNLESS_KEY_EXISTS_SQL: &str = "INSERT INTO notifications (event_typ
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14, ?15) \
     ON CONFLICT (idempotency_key) DO NOTHING";
 
-pub(crate) fn insert(conn: &Connection, n: &NewNotification, upsert: bool) -> Result<(i64, bool)> {
+pub(crate) fn insert(
+    conn: &impl Prepare,
+    n: &NewNotification,
+    upsert: bool,
+) -> Result<(i64, bool)> {
     let payload = encode_payload(&n.payload)?;
     let now = timefmt::format(timefmt::now());
     let version = if n.version == 0 { 1 } else { n.version };
@@ -992,27 +997,24 @@ pub(crate) fn insert(conn: &Connection, n: &NewNotification, upsert: bool) -> Re
         n.group_value,
     ];
     if !upsert || n.idempotency_key.is_none() {
-        conn.prepare_cached(INSERT_SQL)?.execute(args)?;
+        conn.with_statement(INSERT_SQL, |stmt| Ok(stmt.execute(args)?))?;
         return Ok((conn.last_insert_rowid(), true));
     }
     // Nearly every upsert creates its row: try the insert first, so that the common case is
     // one statement (the unique index answers the existence check while inserting).
-    if conn
-        .prepare_cached(INSERT_UNLESS_KEY_EXISTS_SQL)?
-        .execute(args)?
-        > 0
-    {
+    if conn.with_statement(INSERT_UNLESS_KEY_EXISTS_SQL, |stmt| Ok(stmt.execute(args)?))? > 0 {
         return Ok((conn.last_insert_rowid(), true));
     }
     // An existing row keeps its id, statuses and history; its content is refreshed from the
     // newer event, as an upsert promises.
-    let id: i64 = conn
-        .prepare_cached("SELECT id FROM notifications WHERE idempotency_key = ?1")?
-        .query_row([&n.idempotency_key], |r| r.get(0))?;
-    conn.prepare_cached(
+    let id: i64 = conn.with_statement(
+        "SELECT id FROM notifications WHERE idempotency_key = ?1",
+        |stmt| Ok(stmt.query_row([&n.idempotency_key], |r| r.get(0))?),
+    )?;
+    conn.with_statement(
         "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 WHERE id = ?1",
-    )?
-    .execute(params![id, payload, n.description, now])?;
+        |stmt| Ok(stmt.execute(params![id, payload, n.description, now])?),
+    )?;
     Ok((id, false))
 }
 
@@ -1039,24 +1041,26 @@ pub(crate) fn find_open_by_group(
 /// `String`) for every update and resolve was a tenth of the projector's time in the e2e
 /// profile.
 pub(crate) fn find_open_in_group(
-    conn: &Connection,
+    conn: &impl Prepare,
     domain: &str,
     group_field: &str,
     group_value: &str,
 ) -> Result<Option<OpenInGroup>> {
-    let mut stmt = conn.prepare_cached(
+    conn.with_statement(
         "SELECT id, payload FROM notifications \
          WHERE domain = ?1 AND group_field = ?2 AND group_value = ?3 AND agent_status != 'resolved' \
          ORDER BY id DESC LIMIT 1",
-    )?;
-    let mut rows = stmt.query(params![domain, group_field, group_value])?;
-    match rows.next()? {
-        Some(row) => Ok(Some(OpenInGroup {
-            id: row.get(0)?,
-            payload: row.get(1)?,
-        })),
-        None => Ok(None),
-    }
+        |stmt| {
+            let mut rows = stmt.query(params![domain, group_field, group_value])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(OpenInGroup {
+                    id: row.get(0)?,
+                    payload: row.get(1)?,
+                })),
+                None => Ok(None),
+            }
+        },
+    )
 }
 
 /// An open notification found by [`crate::WriteTx::find_open_in_group`]: the payload stays JSON text until
@@ -1079,7 +1083,7 @@ impl OpenInGroup {
 /// projector): one guarded `UPDATE`, without reading the row before and after as
 /// [`resolve`] does for the API's answer. `false` if it is missing or already resolved.
 pub(crate) fn resolve_found(
-    conn: &Connection,
+    conn: &impl Prepare,
     id: i64,
     resolution: &Map<String, Value>,
 ) -> Result<bool> {
@@ -1088,17 +1092,16 @@ pub(crate) fn resolve_found(
         source,
     })?;
     let now = timefmt::format(timefmt::now());
-    let changed = conn
-        .prepare_cached(
-            "UPDATE notifications SET agent_status = 'resolved', resolution = ?2, \
-             resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND agent_status != 'resolved'",
-        )?
-        .execute(params![id, text, now])?;
+    let changed = conn.with_statement(
+        "UPDATE notifications SET agent_status = 'resolved', resolution = ?2, \
+         resolved_at = ?3, updated_at = ?3 WHERE id = ?1 AND agent_status != 'resolved'",
+        |stmt| Ok(stmt.execute(params![id, text, now])?),
+    )?;
     Ok(changed > 0)
 }
 
 pub(crate) fn update_content(
-    conn: &Connection,
+    conn: &impl Prepare,
     id: i64,
     payload: &Map<String, Value>,
     description: &str,
@@ -1108,12 +1111,11 @@ pub(crate) fn update_content(
     let now = timefmt::format(timefmt::now());
     let args = params![id, payload, description, now];
     if !meaningful {
-        let changed = conn
-            .prepare_cached(
-                "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 \
-                 WHERE id = ?1",
-            )?
-            .execute(args)?;
+        let changed = conn.with_statement(
+            "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 \
+             WHERE id = ?1",
+            |stmt| Ok(stmt.execute(args)?),
+        )?;
         return Ok(changed > 0);
     }
     // A meaningful update makes the row unseen. Most rows it reaches are unseen already,
@@ -1121,21 +1123,19 @@ pub(crate) fn update_content(
     // assigning `human_status` moved a leaf page of its index into the WAL for nothing (600
     // updates of random rows: 1,008 WAL frames with the assignment, 579 without). So the
     // unseen case leaves the column out, and only a seen row takes the second statement.
-    let changed = conn
-        .prepare_cached(
-            "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 \
-             WHERE id = ?1 AND human_status = 'unseen'",
-        )?
-        .execute(args)?;
+    let changed = conn.with_statement(
+        "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4 \
+         WHERE id = ?1 AND human_status = 'unseen'",
+        |stmt| Ok(stmt.execute(args)?),
+    )?;
     if changed > 0 {
         return Ok(true);
     }
-    let changed = conn
-        .prepare_cached(
-            "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4, \
-             human_status = 'unseen', seen_at = NULL WHERE id = ?1",
-        )?
-        .execute(args)?;
+    let changed = conn.with_statement(
+        "UPDATE notifications SET payload = ?2, description = ?3, updated_at = ?4, \
+         human_status = 'unseen', seen_at = NULL WHERE id = ?1",
+        |stmt| Ok(stmt.execute(args)?),
+    )?;
     Ok(changed > 0)
 }
 
