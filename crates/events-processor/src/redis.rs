@@ -698,14 +698,13 @@ fn parse_entries(entries: Value) -> Result<Vec<RawEntry>> {
             None | Some(Value::Null) => None,
             Some(v) => {
                 let flat = v.into_array();
-                let text: Vec<_> = flat
-                    .iter()
-                    .map(|v| v.as_str().unwrap_or_default())
-                    .collect();
-                let bytes = text.iter().map(|t| t.len()).sum();
-                let mut fields = EntryFields::with_capacity(text.len() / 2, bytes);
-                for pair in text.chunks_exact(2) {
-                    fields.push(&pair[0], &pair[1]);
+                fn text(v: &Value) -> std::borrow::Cow<'_, str> {
+                    v.as_str().unwrap_or_default()
+                }
+                let bytes = flat.iter().map(|v| text(v).len()).sum();
+                let mut fields = EntryFields::with_capacity(flat.len() / 2, bytes);
+                for pair in flat.chunks_exact(2) {
+                    fields.push(&text(&pair[0]), &text(&pair[1]));
                 }
                 Some(fields)
             }
