@@ -8,7 +8,7 @@ use deadpool::managed::{Metrics, RecycleError, RecycleResult};
 use deadpool_sqlite::Runtime;
 use deadpool_sync::SyncWrapper;
 use events_envelope::EventEnvelope;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -83,7 +83,12 @@ fn configure_common(conn: &Connection) -> rusqlite::Result<()> {
 
 fn open_writer(path: &Path) -> Result<(Connection, String)> {
     let err = open_error(path);
-    let mut conn = Connection::open(path).map_err(&err)?;
+    // The only connection that writes the WAL goes through `events_wal_vfs`, which writes a
+    // commit's frames in a few large writes instead of two per page (that crate says why
+    // it is safe). Readers and the checkpointer only read the WAL: the default VFS.
+    let vfs = events_wal_vfs::register().map_err(&err)?;
+    let mut conn =
+        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs).map_err(&err)?;
     configure_common(&conn).map_err(&err)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
