@@ -335,3 +335,41 @@ async fn transaction_ids_are_never_shared_even_after_a_rollback() {
     );
     assert_ne!(other_id, failed_id);
 }
+
+#[tokio::test]
+async fn the_writer_writes_a_commit_in_a_few_wal_writes() {
+    // The writer connection goes through events-wal-vfs: a commit of many pages reaches the
+    // WAL in a handful of writes, not two per page. Counted on the writer's thread, from the
+    // start of the transaction to right after its commit.
+    let db = EventDb::open_in_memory().await.unwrap();
+    let after = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = std::sync::Arc::clone(&after);
+    let before = db
+        .write_then(
+            |tx| {
+                let before = events_wal_vfs::wal_writes_on_this_thread();
+                for i in 0..300 {
+                    tx.insert_notification(&new_notification(i))?;
+                }
+                Ok::<_, StorageError>(before)
+            },
+            move |_| {
+                seen.store(
+                    events_wal_vfs::wal_writes_on_this_thread(),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            },
+        )
+        .await
+        .unwrap();
+    let writes = after.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        (1..=12).contains(&writes),
+        "a 300-notification commit took {writes} WAL writes through the VFS"
+    );
+    let page = db
+        .list_notifications(NotificationFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(page.total, 300);
+}
