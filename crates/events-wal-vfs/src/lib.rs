@@ -484,283 +484,76 @@ unsafe extern "C" fn wal_file_size(
     }
 }
 
-unsafe extern "C" fn wal_lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: an open WAL file of ours; forwarded.
-    unsafe {
-        let inner = wal(file).inner;
-        match methods(inner).xLock {
-            Some(lock) => lock(inner, level),
-            None => ffi::SQLITE_IOERR_LOCK,
+/// io-methods that need nothing of what is held: straight to the inner file.
+macro_rules! forward_to_inner_file {
+    ($(fn $name:ident => $field:ident($($arg:ident: $ty:ty),*) -> $ret:ty, else $fallback:expr;)*) => {$(
+        unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file, $($arg: $ty),*) -> $ret {
+            // SAFETY: an open WAL file of ours; its inner file is open and takes the call
+            // as SQLite made it.
+            unsafe {
+                let inner = wal(file).inner;
+                match methods(inner).$field {
+                    Some(method) => method(inner, $($arg),*),
+                    None => $fallback,
+                }
+            }
         }
-    }
+    )*};
 }
 
-unsafe extern "C" fn wal_unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    // SAFETY: an open WAL file of ours; forwarded.
-    unsafe {
-        let inner = wal(file).inner;
-        match methods(inner).xUnlock {
-            Some(unlock) => unlock(inner, level),
-            None => ffi::SQLITE_IOERR_UNLOCK,
-        }
-    }
+forward_to_inner_file! {
+    fn wal_lock => xLock(level: c_int) -> c_int, else ffi::SQLITE_IOERR_LOCK;
+    fn wal_unlock => xUnlock(level: c_int) -> c_int, else ffi::SQLITE_IOERR_UNLOCK;
+    fn wal_check_reserved_lock => xCheckReservedLock(out: *mut c_int) -> c_int,
+        else ffi::SQLITE_IOERR_CHECKRESERVEDLOCK;
+    fn wal_file_control => xFileControl(op: c_int, arg: *mut c_void) -> c_int,
+        else ffi::SQLITE_NOTFOUND;
+    fn wal_sector_size => xSectorSize() -> c_int, else 4096;
+    fn wal_device_characteristics => xDeviceCharacteristics() -> c_int, else 0;
 }
 
-unsafe extern "C" fn wal_check_reserved_lock(
-    file: *mut ffi::sqlite3_file,
-    out: *mut c_int,
-) -> c_int {
-    // SAFETY: an open WAL file of ours; forwarded.
-    unsafe {
-        let inner = wal(file).inner;
-        match methods(inner).xCheckReservedLock {
-            Some(check) => check(inner, out),
-            None => ffi::SQLITE_IOERR_CHECKRESERVEDLOCK,
+/// VFS-level calls: to the default VFS unchanged, with it as the VFS argument. Our
+/// `iVersion` is the default VFS's (at most 3), so SQLite only calls the fields it has.
+macro_rules! forward_to_inner_vfs {
+    ($(fn $name:ident => $field:ident($($arg:ident: $ty:ty),*) -> $ret:ty, else $fallback:expr;)*) => {$(
+        unsafe extern "C" fn $name(vfs: *mut ffi::sqlite3_vfs, $($arg: $ty),*) -> $ret {
+            let inner = inner_vfs(vfs);
+            // SAFETY: the default VFS outlives every call and takes it as SQLite made it.
+            unsafe {
+                match (*inner).$field {
+                    Some(method) => method(inner, $($arg),*),
+                    None => $fallback,
+                }
+            }
         }
-    }
-}
-
-unsafe extern "C" fn wal_file_control(
-    file: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    // SAFETY: an open WAL file of ours; forwarded.
-    unsafe {
-        let inner = wal(file).inner;
-        match methods(inner).xFileControl {
-            Some(control) => control(inner, op, arg),
-            None => ffi::SQLITE_NOTFOUND,
-        }
-    }
-}
-
-unsafe extern "C" fn wal_sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: an open WAL file of ours; forwarded.
-    unsafe {
-        let inner = wal(file).inner;
-        match methods(inner).xSectorSize {
-            Some(sector_size) => sector_size(inner),
-            None => 4096,
-        }
-    }
-}
-
-unsafe extern "C" fn wal_device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: an open WAL file of ours; forwarded.
-    unsafe {
-        let inner = wal(file).inner;
-        match methods(inner).xDeviceCharacteristics {
-            Some(characteristics) => characteristics(inner),
-            None => 0,
-        }
-    }
-}
-
-// The VFS-level calls go to the default VFS unchanged (with itself as the VFS argument).
-
-unsafe extern "C" fn x_delete(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    sync_dir: c_int,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xDelete {
-            Some(delete) => delete(inner, name, sync_dir),
-            None => ffi::SQLITE_IOERR_DELETE,
-        }
-    }
-}
-
-unsafe extern "C" fn x_access(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    flags: c_int,
-    out: *mut c_int,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xAccess {
-            Some(access) => access(inner, name, flags, out),
-            None => ffi::SQLITE_IOERR_ACCESS,
-        }
-    }
-}
-
-unsafe extern "C" fn x_full_pathname(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    n_out: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xFullPathname {
-            Some(full_pathname) => full_pathname(inner, name, n_out, out),
-            None => ffi::SQLITE_CANTOPEN,
-        }
-    }
-}
-
-unsafe extern "C" fn x_dl_open(vfs: *mut ffi::sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xDlOpen {
-            Some(dl_open) => dl_open(inner, name),
-            None => ptr::null_mut(),
-        }
-    }
-}
-
-unsafe extern "C" fn x_dl_error(vfs: *mut ffi::sqlite3_vfs, n_byte: c_int, message: *mut c_char) {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        if let Some(dl_error) = (*inner).xDlError {
-            dl_error(inner, n_byte, message);
-        }
-    }
+    )*};
 }
 
 type DlSymbol = Option<unsafe extern "C" fn(*mut ffi::sqlite3_vfs, *mut c_void, *const c_char)>;
 
-unsafe extern "C" fn x_dl_sym(
-    vfs: *mut ffi::sqlite3_vfs,
-    handle: *mut c_void,
-    symbol: *const c_char,
-) -> DlSymbol {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xDlSym {
-            Some(dl_sym) => dl_sym(inner, handle, symbol),
-            None => None,
-        }
-    }
-}
-
-unsafe extern "C" fn x_dl_close(vfs: *mut ffi::sqlite3_vfs, handle: *mut c_void) {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        if let Some(dl_close) = (*inner).xDlClose {
-            dl_close(inner, handle);
-        }
-    }
-}
-
-unsafe extern "C" fn x_randomness(
-    vfs: *mut ffi::sqlite3_vfs,
-    n_byte: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xRandomness {
-            Some(randomness) => randomness(inner, n_byte, out),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn x_sleep(vfs: *mut ffi::sqlite3_vfs, microseconds: c_int) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xSleep {
-            Some(sleep) => sleep(inner, microseconds),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn x_current_time(vfs: *mut ffi::sqlite3_vfs, out: *mut f64) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xCurrentTime {
-            Some(current_time) => current_time(inner, out),
-            None => ffi::SQLITE_ERROR,
-        }
-    }
-}
-
-unsafe extern "C" fn x_get_last_error(
-    vfs: *mut ffi::sqlite3_vfs,
-    n_byte: c_int,
-    out: *mut c_char,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS.
-    unsafe {
-        match (*inner).xGetLastError {
-            Some(get_last_error) => get_last_error(inner, n_byte, out),
-            None => 0,
-        }
-    }
-}
-
-unsafe extern "C" fn x_current_time_int64(
-    vfs: *mut ffi::sqlite3_vfs,
-    out: *mut ffi::sqlite3_int64,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS (version 2+ field, present as ours is no newer).
-    unsafe {
-        match (*inner).xCurrentTimeInt64 {
-            Some(current_time) if (*inner).iVersion >= 2 => current_time(inner, out),
-            _ => ffi::SQLITE_ERROR,
-        }
-    }
-}
-
-unsafe extern "C" fn x_set_system_call(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-    call: ffi::sqlite3_syscall_ptr,
-) -> c_int {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS (version 3 field).
-    unsafe {
-        match (*inner).xSetSystemCall {
-            Some(set) if (*inner).iVersion >= 3 => set(inner, name, call),
-            _ => ffi::SQLITE_NOTFOUND,
-        }
-    }
-}
-
-unsafe extern "C" fn x_get_system_call(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-) -> ffi::sqlite3_syscall_ptr {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS (version 3 field).
-    unsafe {
-        match (*inner).xGetSystemCall {
-            Some(get) if (*inner).iVersion >= 3 => get(inner, name),
-            _ => None,
-        }
-    }
-}
-
-unsafe extern "C" fn x_next_system_call(
-    vfs: *mut ffi::sqlite3_vfs,
-    name: *const c_char,
-) -> *const c_char {
-    let inner = inner_vfs(vfs);
-    // SAFETY: forwarded to the default VFS (version 3 field).
-    unsafe {
-        match (*inner).xNextSystemCall {
-            Some(next) if (*inner).iVersion >= 3 => next(inner, name),
-            _ => ptr::null(),
-        }
-    }
+forward_to_inner_vfs! {
+    fn x_delete => xDelete(name: *const c_char, sync_dir: c_int) -> c_int,
+        else ffi::SQLITE_IOERR_DELETE;
+    fn x_access => xAccess(name: *const c_char, flags: c_int, out: *mut c_int) -> c_int,
+        else ffi::SQLITE_IOERR_ACCESS;
+    fn x_full_pathname => xFullPathname(name: *const c_char, n_out: c_int, out: *mut c_char)
+        -> c_int, else ffi::SQLITE_CANTOPEN;
+    fn x_dl_open => xDlOpen(name: *const c_char) -> *mut c_void, else ptr::null_mut();
+    fn x_dl_error => xDlError(n_byte: c_int, message: *mut c_char) -> (), else ();
+    fn x_dl_sym => xDlSym(handle: *mut c_void, symbol: *const c_char) -> DlSymbol, else None;
+    fn x_dl_close => xDlClose(handle: *mut c_void) -> (), else ();
+    fn x_randomness => xRandomness(n_byte: c_int, out: *mut c_char) -> c_int, else 0;
+    fn x_sleep => xSleep(microseconds: c_int) -> c_int, else 0;
+    fn x_current_time => xCurrentTime(out: *mut f64) -> c_int, else ffi::SQLITE_ERROR;
+    fn x_get_last_error => xGetLastError(n_byte: c_int, out: *mut c_char) -> c_int, else 0;
+    fn x_current_time_int64 => xCurrentTimeInt64(out: *mut ffi::sqlite3_int64) -> c_int,
+        else ffi::SQLITE_ERROR;
+    fn x_set_system_call => xSetSystemCall(name: *const c_char, call: ffi::sqlite3_syscall_ptr)
+        -> c_int, else ffi::SQLITE_NOTFOUND;
+    fn x_get_system_call => xGetSystemCall(name: *const c_char) -> ffi::sqlite3_syscall_ptr,
+        else None;
+    fn x_next_system_call => xNextSystemCall(name: *const c_char) -> *const c_char,
+        else ptr::null();
 }
 
 #[cfg(test)]

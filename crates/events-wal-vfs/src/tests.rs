@@ -72,18 +72,24 @@ fn write_frame(
     MemoryFile::put(model, &page, page_offset);
 }
 
-#[test]
-fn a_transaction_reaches_the_file_with_its_commit_frame() {
+/// A WAL with its header written (straight through: nothing was written before it), and the
+/// written-through model of the same file.
+fn with_wal_header() -> (Pending, MemoryFile, Vec<u8>) {
     let mut pending = Pending::new();
     let mut file = MemoryFile::default();
     let mut model = Vec::new();
-    // The WAL header is not an append (nothing was written before): straight through.
     assert_eq!(
-        pending.write(&[7; WAL_HEADER], 0, &mut file),
+        pending.write(&[0; WAL_HEADER], 0, &mut file),
         ffi::SQLITE_OK
     );
-    MemoryFile::put(&mut model, &[7; WAL_HEADER], 0);
+    MemoryFile::put(&mut model, &[0; WAL_HEADER], 0);
     assert_eq!(file.writes, 1);
+    (pending, file, model)
+}
+
+#[test]
+fn a_transaction_reaches_the_file_with_its_commit_frame() {
+    let (mut pending, mut file, mut model) = with_wal_header();
     for index in 0..9 {
         write_frame(
             &mut pending,
@@ -117,11 +123,7 @@ fn a_transaction_reaches_the_file_with_its_commit_frame() {
 fn a_rewritten_commit_header_goes_straight_to_the_file() {
     // SQLite's checksum rewrite: read a frame, write its header back, frame after frame;
     // the last header carries the commit mark and no page follows it.
-    let mut pending = Pending::new();
-    let mut file = MemoryFile::default();
-    let mut model = Vec::new();
-    pending.write(&[0; WAL_HEADER], 0, &mut file);
-    MemoryFile::put(&mut model, &[0; WAL_HEADER], 0);
+    let (mut pending, mut file, mut model) = with_wal_header();
     for index in 0..3 {
         write_frame(&mut pending, &mut file, &mut model, index, index == 2, 1);
     }
@@ -138,11 +140,7 @@ fn a_rewritten_commit_header_goes_straight_to_the_file() {
 
 #[test]
 fn a_failed_write_keeps_the_held_bytes_and_reports_the_error() {
-    let mut pending = Pending::new();
-    let mut file = MemoryFile::default();
-    let mut model = Vec::new();
-    pending.write(&[0; WAL_HEADER], 0, &mut file);
-    MemoryFile::put(&mut model, &[0; WAL_HEADER], 0);
+    let (mut pending, mut file, mut model) = with_wal_header();
     write_frame(&mut pending, &mut file, &mut model, 0, false, 1);
     file.fail = true;
     let offset = (WAL_HEADER + FRAME) as i64;
@@ -175,11 +173,7 @@ fn a_failed_write_keeps_the_held_bytes_and_reports_the_error() {
 
 #[test]
 fn size_and_truncate_answer_as_if_written_through() {
-    let mut pending = Pending::new();
-    let mut file = MemoryFile::default();
-    let mut model = Vec::new();
-    pending.write(&[0; WAL_HEADER], 0, &mut file);
-    MemoryFile::put(&mut model, &[0; WAL_HEADER], 0);
+    let (mut pending, mut file, mut model) = with_wal_header();
     for index in 0..4 {
         write_frame(&mut pending, &mut file, &mut model, index, false, 3);
     }
@@ -224,11 +218,7 @@ proptest! {
     /// after the page of a commit frame nothing is held.
     #[test]
     fn held_bytes_never_change_what_the_file_says(ops in proptest::collection::vec(op(), 1..120)) {
-        let mut pending = Pending::new();
-        let mut file = MemoryFile::default();
-        let mut model = Vec::new();
-        prop_assert_eq!(pending.write(&[0; WAL_HEADER], 0, &mut file), ffi::SQLITE_OK);
-        MemoryFile::put(&mut model, &[0; WAL_HEADER], 0);
+        let (mut pending, mut file, mut model) = with_wal_header();
         let mut next = 0usize;
         for op in ops {
             match op {
@@ -308,6 +298,16 @@ fn insert_batch(conn: &Connection, batch: i64, rows: usize, bytes: usize) {
     tx.commit().unwrap();
 }
 
+/// `rows` rows of `bytes` random bytes in one statement (many pages in one go).
+fn insert_rows(conn: &Connection, batch: i64, rows: i64, bytes: i64) {
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2) \
+         INSERT INTO t (batch, body) SELECT ?1, randomblob(?3) FROM n",
+        params![batch, rows, bytes],
+    )
+    .unwrap();
+}
+
 fn rows_of(conn: &Connection) -> (i64, i64) {
     conn.query_row("SELECT count(*), coalesce(sum(batch), 0) FROM t", [], |r| {
         Ok((r.get(0)?, r.get(1)?))
@@ -362,19 +362,9 @@ fn spills_and_rollbacks_inside_a_transaction_leave_the_right_rows() {
     insert_batch(&writer, 1, 10, 100);
 
     let tx = writer.unchecked_transaction().unwrap();
-    tx.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) \
-         INSERT INTO t (batch, body) SELECT 2, randomblob(2000) FROM n",
-        [],
-    )
-    .unwrap();
+    insert_rows(&tx, 2, 300, 2000);
     tx.execute_batch("SAVEPOINT s").unwrap();
-    tx.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) \
-         INSERT INTO t (batch, body) SELECT 99, randomblob(2000) FROM n",
-        [],
-    )
-    .unwrap();
+    insert_rows(&tx, 99, 200, 2000);
     tx.execute_batch("ROLLBACK TO s; RELEASE s").unwrap();
     assert_eq!(
         rows_of(&reader),
@@ -386,12 +376,7 @@ fn spills_and_rollbacks_inside_a_transaction_leave_the_right_rows() {
 
     // A whole transaction rolled back, then one committed at the same WAL position.
     let tx = writer.unchecked_transaction().unwrap();
-    tx.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100) \
-         INSERT INTO t (batch, body) SELECT 7, randomblob(3000) FROM n",
-        [],
-    )
-    .unwrap();
+    insert_rows(&tx, 7, 100, 3000);
     tx.rollback().unwrap();
     insert_batch(&writer, 3, 2, 10);
     assert_eq!(rows_of(&reader), (312, 616));
