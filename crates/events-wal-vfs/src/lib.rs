@@ -3,23 +3,23 @@
 //! SQLite appends every page of a commit to the write-ahead log with two `pwrite`s, one for
 //! the 24-byte frame header and one for the page. The e2e benchmark's storage writer made
 //! ~1.5 million of them per million events, and their per-call cost (system call, file
-//! locking, a partial page-cache page per header) was an eighth of the writer thread; a
-//! small commit's dozen pages cost ~100 µs of notification latency. This VFS wraps the
+//! locking, a partial page-cache page per header) was an eighth of the writer thread, and a
+//! small commit's few dozen calls sat on every notification's latency. This VFS wraps the
 //! default one and, for WAL files only, gathers the appends of a transaction in memory and
 //! writes them with one call per 124 KiB, always before the commit can become visible.
 //!
 //! **The rule that keeps it safe:** the bytes on disk plus the bytes held here always equal
 //! what write-through would have produced, and a transaction's commit frame (the frame
 //! whose header carries the database size) is written out, with everything before it,
-//! inside the very `xWrite` calls that hand over its header and its page. SQLite publishes a commit (the
-//! wal-index header other connections read) only after that call returns, so no reader,
-//! checkpointer or crash recovery can see a committed frame that is not in the file. Any
-//! write that is not a plain append (the WAL header after a restart, a frame rewritten
-//! within a transaction, the checksum rewrite) first writes out what is held and then goes
-//! straight through; a read, sync or size query of the WAL sees the held bytes too. A
-//! failed write keeps the held bytes and returns the error, so SQLite fails the transaction
-//! exactly as it would have; what a closed handle still holds belongs to a transaction that
-//! never committed and is dropped.
+//! inside the very `xWrite` calls that hand over its header and its page. SQLite publishes
+//! a commit (the wal-index header other connections read) only after those calls return, so
+//! no reader, checkpointer or crash recovery can see a committed frame that is not in the
+//! file. Any write that is not a plain append (the WAL header after a restart, a frame
+//! rewritten within a transaction, the checksum rewrite) first writes out what is held and
+//! then goes straight through; a read, sync or size query of the WAL sees the held bytes
+//! too. A failed write keeps the held bytes and returns the error, so SQLite fails the
+//! transaction exactly as it would have; what a closed handle still holds belongs to a
+//! transaction that never committed and is dropped.
 //!
 //! What this is not: a durability change (`synchronous` keeps its meaning: syncs write the
 //! held bytes first), or a cache (reads go to the file). Database, journal and temporary
