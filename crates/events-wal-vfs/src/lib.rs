@@ -266,7 +266,7 @@ impl Sink for InnerFile {
         // SAFETY: `self.0` is an open file of the default VFS (a WalFile's inner file, alive
         // until its xClose) and `data` is valid for `amount` bytes for the whole call.
         unsafe {
-            match (*(*self.0).pMethods).xWrite {
+            match methods(self.0).xWrite {
                 Some(write) => write(self.0, data.as_ptr().cast(), amount, offset),
                 None => ffi::SQLITE_IOERR_WRITE,
             }
@@ -274,9 +274,14 @@ impl Sink for InnerFile {
     }
 }
 
-fn inner_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
-    // SAFETY: SQLite passes back the VFS registered in `register_once`, whose pAppData is
-    // the default VFS.
+/// The default VFS behind ours.
+///
+/// # Safety
+///
+/// `vfs` must be the VFS registered by `register_once` (SQLite passes it back to every
+/// VFS-level callback), whose `pAppData` is the default VFS.
+unsafe fn inner_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
+    // SAFETY: see the function's contract.
     unsafe { (*vfs).pAppData.cast() }
 }
 
@@ -309,7 +314,8 @@ unsafe extern "C" fn x_open(
     flags: c_int,
     out_flags: *mut c_int,
 ) -> c_int {
-    let inner_vfs = inner_vfs(vfs);
+    // SAFETY: SQLite calls xOpen with our registered VFS.
+    let inner_vfs = unsafe { inner_vfs(vfs) };
     // SAFETY: the default VFS outlives every open file.
     let Some(open) = (unsafe { (*inner_vfs).xOpen }) else {
         return ffi::SQLITE_CANTOPEN;
@@ -517,9 +523,10 @@ forward_to_inner_file! {
 macro_rules! forward_to_inner_vfs {
     ($(fn $name:ident => $field:ident($($arg:ident: $ty:ty),*) -> $ret:ty, else $fallback:expr;)*) => {$(
         unsafe extern "C" fn $name(vfs: *mut ffi::sqlite3_vfs, $($arg: $ty),*) -> $ret {
-            let inner = inner_vfs(vfs);
-            // SAFETY: the default VFS outlives every call and takes it as SQLite made it.
+            // SAFETY: SQLite calls VFS-level methods with our registered VFS; the default VFS
+            // behind it outlives every call and takes it as SQLite made it.
             unsafe {
+                let inner = inner_vfs(vfs);
                 match (*inner).$field {
                     Some(method) => method(inner, $($arg),*),
                     None => $fallback,
