@@ -225,16 +225,27 @@ async fn connection(socket: WebSocket, state: AppState) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             }; continue; }
-            received = next_push(&mut events) => received,
-            received = next_push(&mut notifications) => received,
+            received = next_push(&mut events) => (received, &mut events),
+            received = next_push(&mut notifications) => (received, &mut notifications),
             _ = ping.tick() => { send!(Message::Ping(Default::default())); continue; }
         };
-        match received {
+        let (received, receiver) = received;
+        let received = match received {
+            // This push and those already queued behind it on the same receiver (a batch's
+            // commit publishes all its changes at once) go out in one write: a flush per
+            // frame was a system call per notification, and the last one of a batch waited
+            // for all the others' (issue 8's `latency`).
             Ok(push) => {
-                if subscriptions.wants(&push) {
-                    send!(Message::Text(push.json.clone()));
+                match feed_queued(&mut sink, push, receiver, &subscriptions, send_timeout).await {
+                    Ok(None) => continue,
+                    Ok(Some(failure)) => Err(failure),
+                    Err(SendFailed) => break,
                 }
             }
+            Err(failure) => Err(failure),
+        };
+        match received {
+            Ok(()) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 metrics::counter!("events_ws_slow_client_closed_total").increment(1);
                 tracing::info!(
@@ -263,6 +274,56 @@ async fn connection(socket: WebSocket, state: AppState) {
     }
     drop((events, notifications));
     metrics::gauge!("events_ws_connections").decrement(1.0);
+}
+
+/// Most frames a connection queues before it writes them out (~50 KB of notification
+/// pushes): bounds the delay of the first frame of a large burst.
+const MAX_FRAMES_PER_WRITE: usize = 64;
+
+/// The client did not take a frame within the send timeout, or the socket failed.
+struct SendFailed;
+
+/// Queues `first` and the pushes already waiting on `receiver` (at most
+/// [`MAX_FRAMES_PER_WRITE`] in all) for the client, then writes them with one flush.
+/// `Ok(Some(_))` when the receiver lagged or closed behind the frames that were sent.
+async fn feed_queued(
+    sink: &mut (impl futures_util::Sink<Message> + Unpin),
+    first: Arc<Push>,
+    receiver: &mut Option<broadcast::Receiver<Arc<Push>>>,
+    subscriptions: &Subscriptions,
+    send_timeout: std::time::Duration,
+) -> Result<Option<broadcast::error::RecvError>, SendFailed> {
+    let mut queued = 0;
+    let mut stopped = None;
+    let mut next = Some(first);
+    while let Some(push) = next.take() {
+        if subscriptions.wants(&push) {
+            match timeout(send_timeout, sink.feed(Message::Text(push.json.clone()))).await {
+                Ok(Ok(())) => queued += 1,
+                _ => return Err(SendFailed),
+            }
+        }
+        if queued >= MAX_FRAMES_PER_WRITE {
+            break;
+        }
+        let Some(receiver) = receiver.as_mut() else {
+            break;
+        };
+        match receiver.try_recv() {
+            Ok(push) => next = Some(push),
+            Err(broadcast::error::TryRecvError::Empty) => {}
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                stopped = Some(broadcast::error::RecvError::Lagged(missed));
+            }
+            Err(broadcast::error::TryRecvError::Closed) => {
+                stopped = Some(broadcast::error::RecvError::Closed);
+            }
+        }
+    }
+    if queued > 0 && !matches!(timeout(send_timeout, sink.flush()).await, Ok(Ok(()))) {
+        return Err(SendFailed);
+    }
+    Ok(stopped)
 }
 
 /// Holds a receiver while `wanted`, subscribing when it becomes wanted and dropping it
@@ -310,6 +371,126 @@ mod tests {
             },
             json: Utf8Bytes::from_static("{}"),
         }
+    }
+
+    /// A client socket that records the frames it is given and how often it is flushed.
+    #[derive(Default)]
+    struct RecordingSink {
+        frames: Vec<String>,
+        /// Frames that had been given when each flush happened.
+        flushed_at: Vec<usize>,
+    }
+
+    impl futures_util::Sink<Message> for RecordingSink {
+        type Error = std::convert::Infallible;
+
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: std::pin::Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            let Message::Text(text) = item else {
+                panic!("only text frames are pushed");
+            };
+            self.get_mut().frames.push(text.as_str().to_owned());
+            Ok(())
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            let this = self.get_mut();
+            this.flushed_at.push(this.frames.len());
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn notification_push(n: usize) -> Arc<Push> {
+        Arc::new(Push {
+            kind: PushKind::Notification,
+            json: Utf8Bytes::from(format!("n{n}")),
+        })
+    }
+
+    fn subscribed(topics: &[&str]) -> Subscriptions {
+        let mut subscriptions = Subscriptions::new();
+        subscriptions.topics = topics.iter().map(|t| (*t).to_owned()).collect();
+        subscriptions.rebuild();
+        subscriptions
+    }
+
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn queued_pushes_go_out_in_order_with_one_flush_per_write() {
+        let (sender, receiver) = broadcast::channel::<Arc<Push>>(256);
+        let mut receiver = Some(receiver);
+        for n in 1..=100 {
+            sender.send(notification_push(n)).expect("a receiver");
+        }
+        let subscriptions = subscribed(&["notifications"]);
+        let mut sink = RecordingSink::default();
+        let first = notification_push(0);
+        let stopped = feed_queued(&mut sink, first, &mut receiver, &subscriptions, TIMEOUT).await;
+        assert!(matches!(stopped, Ok(None)));
+        // the first write takes at most MAX_FRAMES_PER_WRITE frames, flushed once
+        let expected: Vec<String> = (0..MAX_FRAMES_PER_WRITE).map(|n| format!("n{n}")).collect();
+        assert_eq!(sink.frames, expected);
+        assert_eq!(sink.flushed_at, vec![MAX_FRAMES_PER_WRITE]);
+        // the rest stay queued, in order, for the next write
+        let next = receiver
+            .as_mut()
+            .expect("subscribed")
+            .try_recv()
+            .expect("queued");
+        let stopped = feed_queued(&mut sink, next, &mut receiver, &subscriptions, TIMEOUT).await;
+        assert!(matches!(stopped, Ok(None)));
+        let expected: Vec<String> = (0..=100).map(|n| format!("n{n}")).collect();
+        assert_eq!(sink.frames, expected);
+        assert_eq!(sink.flushed_at, vec![MAX_FRAMES_PER_WRITE, 101]);
+    }
+
+    #[tokio::test]
+    async fn unwanted_pushes_are_skipped_and_a_lagged_receiver_is_reported_after_the_write() {
+        let (sender, receiver) = broadcast::channel::<Arc<Push>>(2);
+        let mut receiver = Some(receiver);
+        let subscriptions = subscribed(&["events:job.*"]);
+        let mut sink = RecordingSink::default();
+
+        // only unwanted pushes: nothing written, nothing flushed
+        sender
+            .send(Arc::new(event_push("build.done")))
+            .expect("a receiver");
+        let first = Arc::new(event_push("build.started"));
+        let stopped = feed_queued(&mut sink, first, &mut receiver, &subscriptions, TIMEOUT).await;
+        assert!(matches!(stopped, Ok(None)));
+        assert!(sink.frames.is_empty() && sink.flushed_at.is_empty());
+
+        // the receiver falls behind its bound of 2: what was taken is written, then Lagged
+        for _ in 0..5 {
+            sender
+                .send(Arc::new(event_push("job.done")))
+                .expect("a receiver");
+        }
+        let first = Arc::new(event_push("job.started"));
+        let stopped = feed_queued(&mut sink, first, &mut receiver, &subscriptions, TIMEOUT).await;
+        assert!(matches!(
+            stopped,
+            Ok(Some(broadcast::error::RecvError::Lagged(3)))
+        ));
+        assert_eq!(sink.frames, vec!["{}".to_owned()]);
+        assert_eq!(sink.flushed_at, vec![1]);
     }
 
     #[test]

@@ -381,6 +381,7 @@ impl<S: Source> Processor<S> {
             }
         }
         self.settle(owed).await;
+        self.source.flush_acks().await;
         self.status.running.store(false, Ordering::Relaxed);
         tracing::info!(source = %self.source.describe(), "processor stopped");
         Ok(())
@@ -400,6 +401,7 @@ impl<S: Source> Processor<S> {
             .run_batch(prepared, cancel, false, Settlement::default())
             .await?;
         self.settle(settlement).await;
+        self.source.flush_acks().await;
         Some(report)
     }
 

@@ -195,8 +195,17 @@ pub trait Source: Send + 'static {
         Vec::new()
     }
 
-    /// Acknowledge settled entries (after the commit). Idempotent.
+    /// Acknowledge settled entries (after the commit). Idempotent. An implementation may
+    /// send the acknowledgement and return before it is answered (the next read then need
+    /// not wait for that round trip); [`Source::flush_acks`] waits for those.
     fn ack(&mut self, ids: &[String]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Wait until every acknowledgement [`Source::ack`] sent has been answered (or failed,
+    /// which is logged). The processor calls it before it stops and at the end of
+    /// [`crate::Processor::process_batch`]. The default has nothing in flight.
+    fn flush_acks(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 
     /// Entries whose processing failed and should be delivered again after `delay`.
     fn retry_later(&mut self, ids: &[String], delay: std::time::Duration);

@@ -193,6 +193,55 @@ async fn redis_last_batch_is_acked_while_the_stream_is_idle() -> anyhow::Result<
     Ok(())
 }
 
+/// `ack` does not wait for Redis's answer, but nothing is lost on that account: after
+/// `flush_acks` every acked entry is off the pending list, also when more acks were sent
+/// than may be in flight at once, and a re-read of own pending entries (after
+/// `retry_later`) never returns an entry acked just before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_acks_sent_ahead_are_all_answered_before_pending_entries_are_read_again()
+-> anyhow::Result<()> {
+    let harness = Harness::new(Kind::Redis).await?;
+    let mut source = redis_source(&harness, Duration::from_millis(100));
+    assert!(
+        source.read_batch(10).await?.is_empty(),
+        "connects, nothing yet"
+    );
+    let ids = xadd_in_one_write(&harness, 12, 41).await?;
+    let mut read = Vec::new();
+    while read.len() < ids.len() {
+        read.extend(
+            source
+                .read_batch(100)
+                .await?
+                .into_iter()
+                .map(|e| e.entry_id),
+        );
+    }
+    assert_eq!(read, ids);
+    assert_eq!(harness.redis_pending(), 12);
+    // ten acks of one entry each: more than may be in flight at once
+    for id in &ids[..10] {
+        source.ack(std::slice::from_ref(id)).await?;
+    }
+    source.flush_acks().await;
+    assert_eq!(harness.redis_pending(), 2, "flushed acks are answered");
+
+    source.ack(&ids[10..11]).await?;
+    source.retry_later(&ids[11..], Duration::ZERO);
+    let again: Vec<String> = source
+        .read_batch(100)
+        .await?
+        .into_iter()
+        .map(|e| e.entry_id)
+        .collect();
+    assert_eq!(
+        again,
+        ids[11..].to_vec(),
+        "only the entry not acked comes back"
+    );
+    Ok(())
+}
+
 /// Redis answers a blocked `XREADGROUP` after the first `XADD` of a producer's pipelined
 /// batch; the rest of the batch must come in the same read, not a whole commit cycle later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
