@@ -113,7 +113,8 @@ pub struct RedisStreamSource {
     acks_in_flight: tokio::task::JoinSet<()>,
 }
 
-/// Most unanswered `XACK`s a source keeps sending before it waits for the oldest.
+/// Most unanswered `XACK`s a source keeps sending before it waits for one of them to be
+/// answered.
 const MAX_ACKS_IN_FLIGHT: usize = 4;
 
 impl std::fmt::Debug for RedisStreamSource {
@@ -504,7 +505,7 @@ impl Source for RedisStreamSource {
             return Ok(());
         }
         let clients = self.connect().await?;
-        // Finished acks are reaped, and the oldest waited for when too many are unanswered
+        // Finished acks are reaped, and one waited for when too many are unanswered
         // (Redis is then slower than the batches: back-pressure, not an unbounded queue).
         while self.acks_in_flight.try_join_next().is_some() {}
         while self.acks_in_flight.len() >= MAX_ACKS_IN_FLIGHT {
