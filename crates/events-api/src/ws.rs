@@ -230,7 +230,7 @@ async fn connection(socket: WebSocket, state: AppState) {
             _ = ping.tick() => { send!(Message::Ping(Default::default())); continue; }
         };
         let (received, receiver) = received;
-        let received = match received {
+        let failure = match received {
             // This push and those already queued behind it on the same receiver (a batch's
             // commit publishes all its changes at once) go out in one write: a flush per
             // frame was a system call per notification, and the last one of a batch waited
@@ -238,15 +238,14 @@ async fn connection(socket: WebSocket, state: AppState) {
             Ok(push) => {
                 match feed_queued(&mut sink, push, receiver, &subscriptions, send_timeout).await {
                     Ok(None) => continue,
-                    Ok(Some(failure)) => Err(failure),
+                    Ok(Some(failure)) => failure,
                     Err(SendFailed) => break,
                 }
             }
-            Err(failure) => Err(failure),
+            Err(failure) => failure,
         };
-        match received {
-            Ok(()) => {}
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
+        match failure {
+            broadcast::error::RecvError::Lagged(missed) => {
                 metrics::counter!("events_ws_slow_client_closed_total").increment(1);
                 tracing::info!(
                     missed,
@@ -262,7 +261,7 @@ async fn connection(socket: WebSocket, state: AppState) {
                 .await;
                 break;
             }
-            Err(broadcast::error::RecvError::Closed) => {
+            broadcast::error::RecvError::Closed => {
                 let _ = timeout(
                     send_timeout,
                     sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down")),
@@ -353,10 +352,16 @@ async fn next_push(
 /// Whether a connection wants a push (exposed to the crate's tests).
 #[cfg(test)]
 fn matches(topics: &[&str], push: &Push) -> bool {
+    subscribed(topics).wants(push)
+}
+
+/// Subscriptions to `topics` (for the crate's tests).
+#[cfg(test)]
+fn subscribed(topics: &[&str]) -> Subscriptions {
     let mut subscriptions = Subscriptions::new();
     subscriptions.topics = topics.iter().map(|t| (*t).to_owned()).collect();
     subscriptions.rebuild();
-    subscriptions.wants(push)
+    subscriptions
 }
 
 #[cfg(test)]
@@ -421,13 +426,6 @@ mod tests {
             kind: PushKind::Notification,
             json: Utf8Bytes::from(format!("n{n}")),
         })
-    }
-
-    fn subscribed(topics: &[&str]) -> Subscriptions {
-        let mut subscriptions = Subscriptions::new();
-        subscriptions.topics = topics.iter().map(|t| (*t).to_owned()).collect();
-        subscriptions.rebuild();
-        subscriptions
     }
 
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
