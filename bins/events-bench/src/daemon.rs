@@ -6,7 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// A running daemon; killed on drop.
+/// How long a daemon may take to exit after `SIGTERM` before it is killed. Generous: under
+/// `scripts/bench-instructions` it runs inside valgrind, whose shutdown (writing the profile)
+/// takes seconds; a normal daemon exits in well under one.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running daemon; stopped with `SIGTERM` on drop (killed if it does not exit in time), so
+/// that it shuts down the way an operator stops it and a profiler around it gets to write its
+/// output.
 #[derive(Debug)]
 pub(crate) struct Daemon {
     child: Child,
@@ -114,9 +121,33 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait()
+            && terminate(self.child.id())
+        {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            eprintln!(
+                "events-bench: events-daemon did not exit within {STOP_TIMEOUT:?} of SIGTERM; killing it"
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `SIGTERM` with kill(1) (the workspace forbids `unsafe`, so no libc); whether it was sent.
+fn terminate(pid: u32) -> bool {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB, from `/proc/PID/status`.

@@ -378,9 +378,7 @@ impl EventEnvelope {
         if self.id.is_empty() {
             return Err(ValidationError::new("id", "must not be empty"));
         }
-        let payload_len = serde_json::to_vec(&self.payload)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let payload_len = serialized_len(&self.payload);
         if payload_len > max_payload_bytes {
             return Err(ValidationError::new(
                 "payload",
@@ -390,6 +388,26 @@ impl EventEnvelope {
             ));
         }
         Ok(())
+    }
+}
+
+/// Bytes of `value` as compact JSON, counted without building the text (every envelope is
+/// checked against the payload limit, on the producer's side and again on the daemon's).
+fn serialized_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
     }
 }
 
@@ -404,11 +422,22 @@ pub fn validate_event_name(name: &str) -> Result<(), ValidationError> {
             format!("longer than {MAX_NAME_LEN} characters"),
         ));
     }
+    if is_well_formed_event_name(name.as_bytes()) {
+        return Ok(());
+    }
+    Err(event_name_error(name).unwrap_or_else(|| {
+        ValidationError::new("event", format!("{name:?} is not a valid event type"))
+    }))
+}
+
+/// What is wrong with an event type name (length aside), segment by segment, for the
+/// message; `None` if nothing is.
+fn event_name_error(name: &str) -> Option<ValidationError> {
     let mut segments = 0;
     for segment in name.split('.') {
         segments += 1;
         if segment.is_empty() {
-            return Err(ValidationError::new(
+            return Some(ValidationError::new(
                 "event",
                 format!("{name:?} has an empty segment; use dot notation like `job.completed`"),
             ));
@@ -417,19 +446,38 @@ pub fn validate_event_name(name: &str) -> Result<(), ValidationError> {
             .chars()
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-'))
         {
-            return Err(ValidationError::new(
+            return Some(ValidationError::new(
                 "event",
                 format!("{name:?} contains {bad:?}; only a-z, 0-9, '_', '-' and '.' are allowed"),
             ));
         }
     }
     if segments < 2 {
-        return Err(ValidationError::new(
+        return Some(ValidationError::new(
             "event",
             format!("{name:?} needs at least two dot-separated segments, like `job.completed`"),
         ));
     }
-    Ok(())
+    None
+}
+
+/// The grammar of [`validate_event_name`] (`^[a-z0-9_-]+(\.[a-z0-9_-]+)+$`) in one pass over
+/// the bytes: every event is checked when it is built, sent and received, and walking it as
+/// `char`s segment by segment was ~1,000 instructions of that per event under callgrind.
+fn is_well_formed_event_name(name: &[u8]) -> bool {
+    let mut segments = 1;
+    let mut segment_len = 0;
+    for &byte in name {
+        match byte {
+            b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => segment_len += 1,
+            b'.' if segment_len > 0 => {
+                segments += 1;
+                segment_len = 0;
+            }
+            _ => return false,
+        }
+    }
+    segment_len > 0 && segments >= 2
 }
 
 #[cfg(test)]
@@ -529,6 +577,17 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_name_check_agrees_with_the_segment_walk(name in "[a-z0-9_.A-Z é-]{0,12}") {
+            proptest::prop_assert_eq!(
+                is_well_formed_event_name(name.as_bytes()),
+                event_name_error(&name).is_none(),
+                "{:?}", name
+            );
+        }
+    }
+
     #[test]
     fn invalid_event_names_are_refused_naming_event() {
         for name in [
@@ -626,6 +685,24 @@ mod tests {
         let small = ok.with_field("blob", "x".repeat(100));
         assert!(small.validate_with_limit(50).is_err());
         assert!(small.validate_with_limit(200).is_ok());
+    }
+
+    #[test]
+    fn the_payload_limit_counts_compact_json_bytes_exactly() {
+        let event = EventEnvelope::new("job.done", "w")
+            .with_field("text", "é \" \n\u{1}")
+            .with_field("nested", json!({"list": [1, 2.5, null, true], "k": "v"}));
+        let bytes = serde_json::to_vec(&event.payload).expect("json").len();
+        assert_eq!(serialized_len(&event.payload), bytes);
+        assert!(event.validate_with_limit(bytes).is_ok());
+        let err = event
+            .validate_with_limit(bytes - 1)
+            .expect_err("one byte over");
+        assert!(
+            err.to_string()
+                .contains(&format!("{bytes} bytes serialised")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,8 +61,8 @@ mod glob;
 
 pub use catalog::{EventCatalog, EventSchema, NotificationLifecycle, builtin_schemas};
 pub use codec::{
-    ENTRY_ID_NAMESPACE, REQUIRED_STREAM_FIELDS, format_timestamp, from_stream_fields,
-    from_stream_fields_with_limit, parse_timestamp, to_stream_fields,
+    ENTRY_ID_NAMESPACE, REQUIRED_STREAM_FIELDS, format_timestamp, format_utc_timestamp,
+    from_stream_fields, from_stream_fields_with_limit, parse_timestamp, to_stream_fields,
 };
 pub use envelope::{
     ActionDescriptor, DEFAULT_MAX_PAYLOAD_BYTES, EventEnvelope, EventLevel, EventVisibility,

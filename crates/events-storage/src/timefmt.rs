@@ -5,41 +5,25 @@
 
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
-use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use time::{OffsetDateTime, PrimitiveDateTime};
 
 const STORED: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-/// Formats `t` (any offset) as stored text, truncated to microseconds.
-///
-/// Written out digit by digit: this runs for several columns of every event and
-/// notification the writer stores, and `time`'s general formatter showed in the storage
-/// benchmark's profile. `format_matches_the_format_description` checks it against [`STORED`].
+/// Formats `t` (any offset) as stored text, truncated to microseconds: the wire's own form
+/// ([`events_envelope::format_utc_timestamp`]), so an event's timestamp is stored as it travelled.
 pub(crate) fn format(t: OffsetDateTime) -> String {
-    let utc = t.to_offset(UtcOffset::UTC);
     // Years outside 0..=9999 do not fit the fixed width; `OffsetDateTime` cannot produce
     // them from our inputs (RFC 3339 parsing bounds the year), so clamp rather than fail.
-    let Ok(year) = u32::try_from(utc.year()) else {
-        return "0000-01-01T00:00:00.000000Z".to_owned();
-    };
-    if year > 9999 {
-        return "9999-12-31T23:59:59.999999Z".to_owned();
-    }
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut value: u32| {
-        for slot in out[at..at + width].iter_mut().rev() {
-            *slot = b'0' + (value % 10) as u8;
-            value /= 10;
+    // Only the ends of the year range can leave it (an offset moves an instant by less
+    // than a day), so the year says which end.
+    events_envelope::format_utc_timestamp(t).unwrap_or_else(|| {
+        if t.year() < 5000 {
+            "0000-01-01T00:00:00.000000Z".to_owned()
+        } else {
+            "9999-12-31T23:59:59.999999Z".to_owned()
         }
-    };
-    put(0, 4, year);
-    put(5, 2, u32::from(u8::from(utc.month())));
-    put(8, 2, u32::from(utc.day()));
-    put(11, 2, u32::from(utc.hour()));
-    put(14, 2, u32::from(utc.minute()));
-    put(17, 2, u32::from(utc.second()));
-    put(20, 6, utc.microsecond());
-    out.iter().map(|&b| char::from(b)).collect()
+    })
 }
 
 /// Parses stored text; also accepts any RFC 3339 form so hand-edited rows still load.
@@ -108,6 +92,7 @@ pub mod serde_ts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::UtcOffset;
     use time::macros::datetime;
 
     #[test]
