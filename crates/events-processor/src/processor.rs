@@ -839,7 +839,7 @@ fn run_entry(
     };
     let mut ctx = PipelineContext::new(catalog, tx);
     let executed = catch_unwind(AssertUnwindSafe(|| {
-        handle.block_on(pipeline.execute(event, &mut ctx))
+        run_to_completion(handle, pipeline.execute(event, &mut ctx))
     }));
     let result = match executed {
         Ok(result) => result,
@@ -873,6 +873,20 @@ fn run_entry(
             reason: error_chain(&e),
             retryable: e.is_retryable(),
         },
+    }
+}
+
+/// Runs `future` on this (blocking) thread. The built-in cartridges never wait, so the
+/// pipeline is nearly always ready on its first poll: that poll needs no runtime parking
+/// machinery, which `Handle::block_on` sets up for every entry (a few hundred instructions
+/// and moves of the future each time). A future that does wait is driven to the end by
+/// `block_on`, which polls it again with a real waker.
+fn run_to_completion<F: Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => handle.block_on(future),
     }
 }
 
@@ -939,4 +953,27 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 fn savepoint(tx: &WriteTx<'_>, sql: &str) -> Result<(), StorageError> {
     tx.connection().prepare_cached(sql)?.execute([])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_future_that_waits_is_driven_to_the_end_on_the_blocking_thread() {
+        let handle = tokio::runtime::Handle::current();
+        let (ready, waited) = tokio::task::spawn_blocking(move || {
+            let ready = run_to_completion(&handle, async { 7 });
+            let waited = run_to_completion(&handle, async {
+                // Pending on the first poll (a timer of the runtime), ready after it fires.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::task::yield_now().await;
+                11
+            });
+            (ready, waited)
+        })
+        .await
+        .expect("blocking task");
+        assert_eq!((ready, waited), (7, 11));
+    }
 }
