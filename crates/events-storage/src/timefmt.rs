@@ -117,17 +117,29 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn format_matches_the_format_description(
-            secs in -62_167_219_200i64..253_402_300_800,
-            nanos in 0u32..1_000_000_000,
+        // The digit writer itself is checked against the `time` crate in events-envelope;
+        // here: what storage writes, its own parser reads back (to the microsecond).
+        fn stored_text_parses_back_to_the_same_instant(
+            micros in -62_167_219_200_000_000i64..253_402_300_800_000_000,
             offset_minutes in -1439i32..1440,
         ) {
-            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap()
-                .replace_nanosecond(nanos).unwrap()
-                .to_offset(UtcOffset::from_whole_seconds(offset_minutes * 60).unwrap());
-            let expected = t.to_offset(UtcOffset::UTC).format(STORED).unwrap();
-            proptest::prop_assert_eq!(format(t), expected);
+            let utc = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap();
+            let t = utc.to_offset(UtcOffset::from_whole_seconds(offset_minutes * 60).unwrap());
+            let text = format(t);
+            proptest::prop_assert_eq!(parse("x", &text).unwrap(), utc, "{}", text);
         }
+    }
+
+    #[test]
+    fn instants_outside_the_fixed_width_years_are_clamped_to_its_ends() {
+        assert_eq!(
+            format(datetime!(0000-01-01 00:30:00 +01:00)),
+            "0000-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            format(datetime!(9999-12-31 23:30:00 -01:00)),
+            "9999-12-31T23:59:59.999999Z"
+        );
     }
 
     #[test]
