@@ -203,7 +203,7 @@ async fn connection(socket: WebSocket, state: AppState) {
     }
 
     loop {
-        let received = tokio::select! {
+        let (received, receiver) = tokio::select! {
             () = &mut shutting_down => {
                 let _ = timeout(send_timeout, sink.send(close(CLOSE_GOING_AWAY, "daemon shutting down"))).await;
                 break;
@@ -229,7 +229,6 @@ async fn connection(socket: WebSocket, state: AppState) {
             received = next_push(&mut notifications) => (received, &mut notifications),
             _ = ping.tick() => { send!(Message::Ping(Default::default())); continue; }
         };
-        let (received, receiver) = received;
         let failure = match received {
             // This push and those already queued behind it on the same receiver (a batch's
             // commit publishes all its changes at once) go out in one write: a flush per
