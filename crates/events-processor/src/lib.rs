@@ -17,16 +17,17 @@
 //! 2. Decode each entry (`events_envelope::from_stream_fields`). An undecodable one is
 //!    dead-lettered with the decode error as reason — never fatal, never retried.
 //! 3. **One** `EventDb::write` for the whole batch, on the storage writer's blocking
-//!    thread; the async pipeline is driven there with `Handle::block_on`. Per entry: skip
-//!    if already in `processed_entries`; pipeline; append to the event log; mark
-//!    processed. The batch first runs without savepoints (they make SQLite journal every
-//!    page an entry touches); if an entry fails or turns out to be a duplicate event id,
-//!    that attempt is rolled back and the batch runs again with a `SAVEPOINT` per entry,
-//!    so a failing entry rolls back alone and never blocks the rest of the batch: it is
-//!    left for a retry (with backoff, up to `max_deliveries`) or dead-lettered (in
-//!    `dead_letters`, same transaction). The embedded source's offset advances in this
-//!    same transaction. While the batch commits, the next one is read ahead
-//!    ([`Source::read_ahead`]).
+//!    thread; the async pipeline is driven there (one poll; `Handle::block_on` only if a
+//!    cartridge waits). Every entry is claimed in `processed_entries` before it runs (an
+//!    entry already there is skipped); then pipeline, then the event log. The batch first
+//!    runs without savepoints (they make SQLite journal every page an entry touches) and
+//!    claims all of its entries up front in a few multi-row inserts; if an entry fails or
+//!    turns out to be a duplicate event id, that attempt is rolled back and the batch runs
+//!    again with a `SAVEPOINT` per entry, so a failing entry rolls back alone and never
+//!    blocks the rest of the batch: it is left for a retry (with backoff, up to
+//!    `max_deliveries`) or dead-lettered (in `dead_letters`, same transaction). The
+//!    embedded source's offset advances in this same transaction. While the batch commits,
+//!    the next one is read ahead ([`Source::read_ahead`]).
 //! 4. After the commit: [`PushSink`]s called, dead letters published on the transport
 //!    (`events:dead`), entries acked (`XACK`), retries scheduled.
 //!

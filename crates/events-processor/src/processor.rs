@@ -604,6 +604,15 @@ impl<S: Source> Processor<S> {
     }
 }
 
+/// Whether an entry's claim ([`WriteTx::mark_processed`]) is already made when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// [`Isolation::Batch`]: claimed with its batch; `false` = processed before (skip it).
+    Made(bool),
+    /// [`Isolation::PerEntry`]: the entry claims itself under its savepoint.
+    UnderSavepoint,
+}
+
 /// How the writes of one entry are isolated from the rest of its batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Isolation {
@@ -667,8 +676,30 @@ impl BatchWriter {
     ) -> std::result::Result<Vec<Outcome>, Attempt> {
         let mut outcomes = Vec::with_capacity(self.prepared.len());
         let mut settled_seqs = HashSet::new();
-        for p in self.prepared.iter() {
-            let outcome = process_entry(tx, self, p, isolation)?;
+        // The optimistic attempt claims the whole batch up front, in a few multi-row
+        // statements; it is all or nothing, so a claim never outlives its entry's writes. The
+        // careful one claims each entry under the entry's own savepoint.
+        let claims: Vec<Claim> = match isolation {
+            Isolation::Batch => {
+                let entry_ids: Vec<&str> = self
+                    .prepared
+                    .iter()
+                    .map(|p| p.entry.entry_id.as_str())
+                    .collect();
+                let claimed = tx.mark_processed_all(self.checkpoint.stream(), &entry_ids)?;
+                if claimed.len() != entry_ids.len() {
+                    return Err(Attempt::Failed(Error::Aborted(format!(
+                        "internal: {} claims answered for {} entries",
+                        claimed.len(),
+                        entry_ids.len()
+                    ))));
+                }
+                claimed.into_iter().map(Claim::Made).collect()
+            }
+            Isolation::PerEntry => vec![Claim::UnderSavepoint; self.prepared.len()],
+        };
+        for (p, claim) in self.prepared.iter().zip(claims) {
+            let outcome = process_entry(tx, self, p, claim)?;
             if let (false, Some(seq)) = (
                 matches!(outcome, Outcome::Retry(_)),
                 entry_seq(&p.entry.entry_id),
@@ -724,21 +755,20 @@ fn attach_rows(
     Ok(())
 }
 
-/// One entry inside the batch transaction. With [`Isolation::PerEntry`] it runs under its
-/// own savepoint so that a failure rolls back only this entry's writes; with
-/// [`Isolation::Batch`] such an entry aborts the attempt instead. Storage errors abort the
-/// whole batch (they are outside any single entry's control).
+/// One entry inside the batch transaction. Under [`Claim::UnderSavepoint`] it runs under its
+/// own savepoint so that a failure rolls back only this entry's writes; under
+/// [`Claim::Made`] (the optimistic attempt) such an entry aborts the attempt instead.
+/// Storage errors abort the whole batch (they are outside any single entry's control).
 ///
-/// The entry is claimed first ([`WriteTx::mark_processed`]): the insert that records it as
-/// processed is also the check that it was not processed before — one statement per entry
-/// instead of a lookup now and an insert at the end. A claim is undone with the entry's
-/// writes (the batch's rollback, or its savepoint's), so an entry that is retried stays
-/// unprocessed.
+/// The entry is claimed before it runs ([`WriteTx::mark_processed`], or with its batch): the
+/// insert that records it as processed is also the check that it was not processed before —
+/// no lookup now and insert at the end. A claim is undone with the entry's writes (the
+/// batch's rollback, or its savepoint's), so an entry that is retried stays unprocessed.
 fn process_entry(
     tx: &mut WriteTx<'_>,
     batch: &BatchWriter,
     p: &Prepared,
-    isolation: Isolation,
+    claim: Claim,
 ) -> std::result::Result<Outcome, Attempt> {
     let stream = batch.checkpoint.stream();
     let entry = &p.entry;
@@ -761,15 +791,19 @@ fn process_entry(
     let event = match p.take_decoded(batch.max_payload_bytes) {
         Ok(event) => event,
         Err(reason) => {
-            if !tx.mark_processed(stream, &entry.entry_id)? {
+            let claimed = match claim {
+                Claim::Made(claimed) => claimed,
+                Claim::UnderSavepoint => tx.mark_processed(stream, &entry.entry_id)?,
+            };
+            if !claimed {
                 return Ok(Outcome::Skipped);
             }
             return Ok(dead_letter(tx, reason)?);
         }
     };
 
-    if isolation == Isolation::Batch {
-        if !tx.mark_processed(stream, &entry.entry_id)? {
+    if let Claim::Made(claimed) = claim {
+        if !claimed {
             return Ok(Outcome::Skipped);
         }
         return match run_entry(tx, batch, entry, event) {

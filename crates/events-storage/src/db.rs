@@ -870,6 +870,13 @@ impl<'c> WriteTx<'c> {
         embedded::mark_processed(self.prepared(), stream, entry_id, &self.received_at)
     }
 
+    /// [`WriteTx::mark_processed`] for a whole batch, in far fewer statements: for each entry
+    /// in order, `true` if it is claimed now, `false` if it was processed before (or is
+    /// listed twice).
+    pub fn mark_processed_all(&mut self, stream: &str, entry_ids: &[&str]) -> Result<Vec<bool>> {
+        embedded::mark_processed_all(self.prepared(), stream, entry_ids, &self.received_at)
+    }
+
     /// Appends an entry to an embedded stream; returns its id (`"42-0"`).
     pub fn embedded_append(&mut self, stream: &str, fields: &[(String, String)]) -> Result<String> {
         let fields = EncodedFields::encode(fields)?;

@@ -136,6 +136,83 @@ pub(crate) fn mark_processed(
     Ok(inserted > 0)
 }
 
+/// Rows of the multi-row claim statements, largest first. A batch is claimed in chunks of
+/// these sizes (1,000 entries: 15 × 64, 2 × 16, 2 × 4 = 19 statements): one statement per
+/// entry cost ~8,700 instructions of the writer, about 5,000 of them the statement's own
+/// set-up and tear-down rather than the insert (docs/benchmarks.md, session 23).
+const CLAIM_CHUNK_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// The claim statement for `CLAIM_CHUNK_ROWS[size]` entries: `?1` the stream, `?2` the time
+/// stamp, `?3…` the entry ids. Without a conflict clause: a row that exists aborts the
+/// statement, which undoes all of its rows (the transaction stays open), and the chunk is
+/// claimed again one entry at a time to learn which ones were new.
+fn claim_sql(size: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; CLAIM_CHUNK_ROWS.len()]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        CLAIM_CHUNK_ROWS.map(|rows| {
+            let values: Vec<String> = (0..rows).map(|i| format!("(?1, ?{}, ?2)", i + 3)).collect();
+            format!(
+                "INSERT INTO processed_entries (stream, entry_id, processed_at) VALUES {}",
+                values.join(", ")
+            )
+        })
+    });
+    &all[size]
+}
+
+/// [`mark_processed`] for every entry of `entry_ids`, in order: `true` for an entry claimed
+/// now, `false` for one processed before (or listed earlier in `entry_ids`).
+pub(crate) fn mark_processed_all(
+    conn: &impl Prepare,
+    stream: &str,
+    entry_ids: &[&str],
+    processed_at: &str,
+) -> Result<Vec<bool>> {
+    let mut claimed = Vec::with_capacity(entry_ids.len());
+    let mut rest = entry_ids;
+    for (size, rows) in CLAIM_CHUNK_ROWS.into_iter().enumerate() {
+        while rest.len() >= rows {
+            let (chunk, after) = rest.split_at(rows);
+            rest = after;
+            if rows > 1 && claim_chunk(conn, claim_sql(size), stream, chunk, processed_at)? {
+                claimed.extend(std::iter::repeat_n(true, rows));
+                continue;
+            }
+            for entry_id in chunk {
+                claimed.push(mark_processed(conn, stream, entry_id, processed_at)?);
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// Inserts the claims of `chunk` in one statement; `false` (and nothing inserted) if any of
+/// them exists already.
+fn claim_chunk(
+    conn: &impl Prepare,
+    sql: &'static str,
+    stream: &str,
+    chunk: &[&str],
+    processed_at: &str,
+) -> Result<bool> {
+    conn.with_statement(sql, |stmt| {
+        stmt.raw_bind_parameter(1, stream)?;
+        stmt.raw_bind_parameter(2, processed_at)?;
+        for (i, entry_id) in chunk.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 3, entry_id)?;
+        }
+        match stmt.raw_execute() {
+            Ok(_) => Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
 pub(crate) fn is_processed(conn: &Connection, stream: &str, entry_id: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
@@ -146,7 +223,110 @@ pub(crate) fn is_processed(conn: &Connection, stream: &str, entry_id: &str) -> R
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    const AT: &str = "2026-12-07T00:00:00.000Z";
+
+    fn open() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::migrations::migrate(&mut conn, Path::new(":memory:")).unwrap();
+        conn
+    }
+
+    fn claims(conn: &Connection, stream: &str) -> BTreeSet<String> {
+        conn.prepare("SELECT entry_id FROM processed_entries WHERE stream = ?1")
+            .unwrap()
+            .query_map([stream], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|n| format!("{n}-0")).collect()
+    }
+
+    #[test]
+    fn a_batch_is_claimed_in_chunks_and_every_entry_lands_once() {
+        let conn = open();
+        // 64 + 64 + 16 + 4 + 4 + 1 + 1 + 1: every chunk size, several of some
+        let batch = ids(0..155);
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let claimed = mark_processed_all(&conn, "s", &refs, AT).unwrap();
+        assert_eq!(claimed, vec![true; 155]);
+        assert_eq!(claims(&conn, "s"), batch.iter().cloned().collect());
+        assert_eq!(
+            mark_processed_all(&conn, "s", &refs, AT).unwrap(),
+            vec![false; 155],
+            "claimed again: none is new"
+        );
+        assert!(
+            mark_processed_all(&conn, "other", &refs[..3], AT).unwrap() == [true; 3],
+            "claims are per stream"
+        );
+    }
+
+    #[test]
+    fn an_entry_processed_before_fails_only_itself_and_its_chunk_mates_stay_claimed() {
+        let conn = open();
+        for old in ["3-0", "70-0", "150-0"] {
+            assert!(mark_processed(&conn, "s", old, AT).unwrap());
+        }
+        let batch = ids(0..155);
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let claimed = mark_processed_all(&conn, "s", &refs, AT).unwrap();
+        for (i, was_new) in claimed.iter().enumerate() {
+            assert_eq!(*was_new, ![3, 70, 150].contains(&i), "entry {i}");
+        }
+        assert_eq!(claims(&conn, "s").len(), 155);
+    }
+
+    #[test]
+    fn an_entry_listed_twice_is_claimed_the_first_time_only() {
+        let conn = open();
+        let mut batch = ids(0..70);
+        batch[40] = "7-0".to_owned();
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let claimed = mark_processed_all(&conn, "s", &refs, AT).unwrap();
+        assert!(claimed[7]);
+        assert!(!claimed[40]);
+        assert_eq!(claimed.iter().filter(|c| **c).count(), 69);
+        assert_eq!(claims(&conn, "s").len(), 69);
+    }
+
+    proptest! {
+        /// The chunked claim answers exactly what claiming one entry at a time answers, for any
+        /// mix of new, old and repeated entries.
+        #[test]
+        fn batch_claims_agree_with_one_at_a_time(
+            before in proptest::collection::vec(0u16..300, 0..40),
+            batch in proptest::collection::vec(0u16..300, 0..200),
+        ) {
+            let (chunked, single) = (open(), open());
+            // as the writer claims: inside a transaction that already holds earlier writes,
+            // which an aborted chunk must leave alone
+            let tx = chunked.unchecked_transaction().unwrap();
+            for n in &before {
+                let id = format!("{n}-0");
+                mark_processed(&*tx, "s", &id, AT).unwrap();
+                mark_processed(&single, "s", &id, AT).unwrap();
+            }
+            let batch: Vec<String> = batch.iter().map(|n| format!("{n}-0")).collect();
+            let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+            let expected: Vec<bool> = refs
+                .iter()
+                .map(|id| mark_processed(&single, "s", id, AT).unwrap())
+                .collect();
+            prop_assert_eq!(mark_processed_all(&*tx, "s", &refs, AT).unwrap(), expected);
+            tx.commit().unwrap();
+            prop_assert_eq!(claims(&chunked, "s"), claims(&single, "s"));
+        }
+    }
 
     #[test]
     fn entry_ids_parse_like_redis_ids() {
