@@ -28,6 +28,13 @@ use clap::Parser;
 
 use crate::report::Report;
 
+/// mimalloc, as in the daemon: the emitting workers, load clients and raw-ceiling clients
+/// share the two cores with the daemon under test, and glibc's malloc/free were 18 % of an
+/// emitting worker's instructions (~20 allocations per event, most in the bench's own envelope
+/// building and in fred). Both sides of every ratio run in this binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Every scenario, in the order they run by default.
 const ALL: [&str; 6] = ["emit", "e2e", "embedded", "latency", "api", "fanout"];
 
