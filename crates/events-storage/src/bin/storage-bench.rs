@@ -1,11 +1,14 @@
-//! Storage benchmark (brief §13): batch insert rates of the event log and of notifications.
+//! Storage benchmark (brief §13): batch insert rates of the event log and of notifications,
+//! then the time of event-log queries with type filters on the log just written.
 //!
 //! `cargo run -p events-storage --release --bin storage-bench [-- ROWS]`
 //!
 //! Writes `ROWS` (default 200,000) event-log rows and `ROWS / 2` notifications to a fresh
 //! database file in a temporary directory, in 1,000-row batches, each batch one
 //! [`EventDb::write`] transaction — the way the processor commits. Envelopes are built before
-//! the clock starts, so the figures are storage cost only (JSON encoding included).
+//! the clock starts, so the figures are storage cost only (JSON encoding included). The log
+//! holds five event types (two thirds of the rows one type, one row in a thousand a rare one);
+//! each query is a page of 100 as `GET /api/events` and SSE resume ask for it.
 //!
 //! Besides wall-clock rates it prints rates per CPU-second of this process (from
 //! `/proc/self/stat`): on a shared 2-core machine other processes steal the CPU, and the
@@ -46,8 +49,25 @@ fn report(what: &str, rows: usize, wall: f64, cpu: Option<f64>) {
     );
 }
 
+/// The event log's types: by row number, see [`event_type`].
+const COMPLETED: &str = "domain.software-development.build.completed";
+const FAILED: &str = "domain.software-development.build.failed";
+const CREATED: &str = "domain.software-development.planning.todo_created";
+const DEPLOYED: &str = "ops.deploy.finished";
+const RARE: &str = "ops.pager.escalated";
+
+fn event_type(i: usize) -> &'static str {
+    match i % 1000 {
+        0 => RARE,
+        n if n % 3 != 0 => COMPLETED,
+        n if n % 2 == 0 => FAILED,
+        n if n % 5 == 0 => DEPLOYED,
+        _ => CREATED,
+    }
+}
+
 fn envelope(i: usize) -> EventEnvelope {
-    EventEnvelope::new("domain.software-development.build.completed", "bench")
+    EventEnvelope::new(event_type(i), "bench")
         .with_level(EventLevel::Workflow)
         .with_domain("software-development")
         .with_description(format!("build {i} passed"))
@@ -118,6 +138,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
         report("notifications:", count, start.elapsed().as_secs_f64(), cpu);
+
+        let newest = db.max_seq().await?;
+        let tail = Some(newest.saturating_sub(1_000));
+        for (what, pattern, after_seq) in [
+            ("exact type, first page", COMPLETED, None),
+            ("exact type, after the newest 1,000", COMPLETED, tail),
+            ("rare type, first page", RARE, None),
+            ("`domain.*`, first page", "domain.*", None),
+            ("`domain.*`, after the newest 1,000", "domain.*", tail),
+            ("`*.finished`, after the newest 1,000", "*.finished", tail),
+        ] {
+            const RUNS: u32 = 20;
+            let start = Instant::now();
+            let mut rows = 0;
+            for _ in 0..RUNS {
+                let query = events_storage::EventQuery {
+                    event_type: Some(pattern.to_owned()),
+                    after_seq,
+                    limit: Some(100),
+                    ..events_storage::EventQuery::default()
+                };
+                rows = db.query_events(query).await?.len();
+            }
+            let per_query = start.elapsed().as_secs_f64() * 1_000.0 / f64::from(RUNS);
+            println!("query {what:<38} {rows:>3} rows in {per_query:>8.3} ms (mean of {RUNS})");
+        }
         Ok(())
     })
 }
