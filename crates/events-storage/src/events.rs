@@ -271,7 +271,12 @@ fn type_filter(conn: &Connection, pattern: &str) -> Result<TypeFilter> {
 }
 
 pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<StoredEvent>> {
-    let Some((sql, bound)) = plan(conn, q)? else {
+    query_with(conn, q, MAX_WINDOW_SORT)
+}
+
+/// [`query`] with the largest time window to sort as a parameter (tests use small ones).
+fn query_with(conn: &Connection, q: &EventQuery, max_window_sort: i64) -> Result<Vec<StoredEvent>> {
+    let Some((sql, bound)) = plan(conn, q, max_window_sort)? else {
         return Ok(Vec::new());
     };
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -283,12 +288,70 @@ pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<StoredEvent
     Ok(out)
 }
 
+/// Most rows of a time window (`since` / `until`) read through `idx_events_timestamp` and
+/// sorted by `seq`.
+const MAX_WINDOW_SORT: i64 = 10_000;
+
+/// How many rows have a `timestamp` in the window, counting no further than `cap` (an
+/// index-only walk of `idx_events_timestamp`).
+fn window_rows(
+    conn: &Connection,
+    since: Option<&str>,
+    until: Option<&str>,
+    cap: i64,
+) -> Result<i64> {
+    let (sql, bounds): (&str, Vec<&str>) = match (since, until) {
+        (Some(since), Some(until)) => (
+            "SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY idx_events_timestamp \
+             WHERE timestamp >= ?1 AND timestamp < ?2 LIMIT ?3)",
+            vec![since, until],
+        ),
+        (Some(since), None) => (
+            "SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY idx_events_timestamp \
+             WHERE timestamp >= ?1 LIMIT ?2)",
+            vec![since],
+        ),
+        (None, Some(until)) => (
+            "SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY idx_events_timestamp \
+             WHERE timestamp < ?1 LIMIT ?2)",
+            vec![until],
+        ),
+        (None, None) => return Ok(0),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let params: Vec<SqlValue> = bounds
+        .into_iter()
+        .map(|b| SqlValue::Text(b.to_owned()))
+        .chain([SqlValue::Integer(cap)])
+        .collect();
+    Ok(stmt.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
+}
+
 /// The statement and bindings of `q`; `None` when no row can match (a wildcard type filter
-/// that matches no logged type).
-fn plan(conn: &Connection, q: &EventQuery) -> Result<Option<(String, Vec<SqlValue>)>> {
+/// that matches no logged type). A time window of fewer than `max_window_sort` rows is read
+/// through its index.
+fn plan(
+    conn: &Connection,
+    q: &EventQuery,
+    max_window_sort: i64,
+) -> Result<Option<(String, Vec<SqlValue>)>> {
     let types = match &q.event_type {
         None => TypeFilter::Any,
         Some(pattern) => type_filter(conn, pattern)?,
+    };
+    let (since, until) = (q.since.map(timefmt::format), q.until.map(timefmt::format));
+    // Without a type filter, SQLite walks the whole log along `seq` for a window open at the
+    // top (`since` alone), even when the window holds the newest hundred rows of millions.
+    // A window that holds few rows is read from its index and sorted instead; a wide one is
+    // left to SQLite's own choice (a walk finds its rows early, or the index range it picks
+    // for a closed window).
+    let table = if matches!(types, TypeFilter::Any)
+        && (since.is_some() || until.is_some())
+        && window_rows(conn, since.as_deref(), until.as_deref(), max_window_sort)? < max_window_sort
+    {
+        "events INDEXED BY idx_events_timestamp"
+    } else {
+        "events"
     };
     // the filters other than the type, shared by every branch
     let mut clauses: Vec<&str> = Vec::new();
@@ -307,13 +370,13 @@ fn plan(conn: &Connection, q: &EventQuery) -> Result<Option<(String, Vec<SqlValu
         clauses.push("level = ?");
         values.push(SqlValue::Integer(i64::from(level.as_u8())));
     }
-    if let Some(since) = q.since {
+    if let Some(since) = since {
         clauses.push("timestamp >= ?");
-        values.push(SqlValue::Text(timefmt::format(since)));
+        values.push(SqlValue::Text(since));
     }
-    if let Some(until) = q.until {
+    if let Some(until) = until {
         clauses.push("timestamp < ?");
-        values.push(SqlValue::Text(timefmt::format(until)));
+        values.push(SqlValue::Text(until));
     }
     if let Some(after) = q.after_seq {
         clauses.push("seq > ?");
@@ -330,7 +393,7 @@ fn plan(conn: &Connection, q: &EventQuery) -> Result<Option<(String, Vec<SqlValu
         } else {
             format!("WHERE {}", all.join(" AND "))
         };
-        format!("SELECT {COLUMNS} FROM events {where_sql} ORDER BY seq ASC LIMIT ?")
+        format!("SELECT {COLUMNS} FROM {table} {where_sql} ORDER BY seq ASC LIMIT ?")
     };
     let (sql, bound) = match types {
         TypeFilter::Any => (branch(None), [values, vec![limit]].concat()),
@@ -423,8 +486,23 @@ mod tests {
 
     /// Logs one event per `(type, source, level)`; their seqs are 1, 2, ….
     fn log(conn: &Connection, events: &[(&str, &str, usize)]) {
-        for (event_type, source, level) in events {
-            let event = EventEnvelope::new(*event_type, *source).with_level(LEVELS[*level]);
+        let at: Vec<(&str, &str, usize, i64)> =
+            events.iter().map(|&(t, s, l)| (t, s, l, 0)).collect();
+        log_at(conn, &at);
+    }
+
+    /// An instant `minute` minutes after a fixed one.
+    fn minute(minute: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_796_000_000).unwrap()
+            + time::Duration::minutes(minute)
+    }
+
+    /// [`log`] with each event's own timestamp, in minutes after a fixed instant.
+    fn log_at(conn: &Connection, events: &[(&str, &str, usize, i64)]) {
+        for (event_type, source, level, at) in events {
+            let event = EventEnvelope::new(*event_type, *source)
+                .with_level(LEVELS[*level])
+                .with_timestamp(minute(*at));
             append(conn, &event, None, RECEIVED).unwrap();
         }
     }
@@ -447,7 +525,11 @@ mod tests {
     }
 
     fn query_plan(conn: &Connection, q: &EventQuery) -> String {
-        let (sql, bound) = plan(conn, q).unwrap().expect("a plan");
+        query_plan_with(conn, q, MAX_WINDOW_SORT)
+    }
+
+    fn query_plan_with(conn: &Connection, q: &EventQuery, max_window_sort: i64) -> String {
+        let (sql, bound) = plan(conn, q, max_window_sort).unwrap().expect("a plan");
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         stmt.query_map(params_from_iter(bound.iter()), |r| r.get::<_, String>(3))
             .unwrap()
@@ -481,25 +563,34 @@ mod tests {
         /// Every plan (one exact type, ordered branches per type, the row-by-row scan) returns
         /// what the filter means: the matching rows after `after_seq`, ascending, one page.
         #[test]
-        fn type_filters_return_exactly_the_matching_page(
-            logged in proptest::collection::vec((0..TYPES.len(), 0..2usize, 0..4usize), 0..60),
+        fn filters_return_exactly_the_matching_page(
+            logged in proptest::collection::vec(
+                (0..TYPES.len(), 0..2usize, 0..4usize, 0i64..12),
+                0..60,
+            ),
             pattern in proptest::option::of(0..PATTERNS.len()),
             after_seq in proptest::option::of(0i64..60),
             level in proptest::option::of(0..4usize),
             source in proptest::option::of(0..2usize),
+            since in proptest::option::of(0i64..12),
+            until in proptest::option::of(0i64..12),
             limit in 1u32..15,
+            max_window_sort in 1i64..30,
         ) {
             let conn = open();
             let sources = ["s0", "s1"];
-            let events: Vec<(&str, &str, usize)> = logged
+            // timestamps out of `seq` order, as producers' clocks and backfills make them
+            let events: Vec<(&str, &str, usize, i64)> = logged
                 .iter()
-                .map(|&(t, s, l)| (TYPES[t], sources[s], l))
+                .map(|&(t, s, l, at)| (TYPES[t], sources[s], l, at))
                 .collect();
-            log(&conn, &events);
+            log_at(&conn, &events);
             let q = EventQuery {
                 event_type: pattern.map(|p| PATTERNS[p].to_owned()),
                 source: source.map(|s| sources[s].to_owned()),
                 level: level.map(|l| LEVELS[l]),
+                since: since.map(minute),
+                until: until.map(minute),
                 after_seq,
                 limit: Some(limit),
                 ..EventQuery::default()
@@ -508,16 +599,23 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, e)| (i as i64 + 1, e))
-                .filter(|(seq, (t, s, l))| {
+                .filter(|(seq, (t, s, l, at))| {
                     q.event_type.as_deref().is_none_or(|p| glob_matches(p, t))
                         && q.source.as_deref().is_none_or(|src| src == *s)
                         && level.is_none_or(|want| want == *l)
+                        && since.is_none_or(|from| *at >= from)
+                        && until.is_none_or(|to| *at < to)
                         && after_seq.is_none_or(|after| *seq > after)
                 })
                 .map(|(seq, _)| seq)
                 .take(limit as usize)
                 .collect();
-            prop_assert_eq!(seqs(&conn, &q), expected);
+            let found: Vec<i64> = query_with(&conn, &q, max_window_sort)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            prop_assert_eq!(found, expected);
         }
     }
 
@@ -593,10 +691,54 @@ mod tests {
                 &EventQuery {
                     event_type: Some("u.*".to_owned()),
                     ..EventQuery::default()
-                }
+                },
+                MAX_WINDOW_SORT
             )
             .unwrap()
             .is_none()
+        );
+    }
+
+    #[test]
+    fn a_narrow_time_window_is_read_from_its_index_and_a_wide_one_left_to_sqlite() {
+        let conn = open();
+        let events: Vec<(&str, &str, usize, i64)> = (0..40).map(|i| ("job.a", "s", 0, i)).collect();
+        log_at(&conn, &events);
+        let newest = EventQuery {
+            since: Some(minute(35)),
+            ..EventQuery::default()
+        };
+        let narrow = query_plan_with(&conn, &newest, 10);
+        assert!(
+            narrow.contains("idx_events_timestamp"),
+            "5 rows of 40: {narrow}"
+        );
+        assert_eq!(seqs(&conn, &newest), [36, 37, 38, 39, 40]);
+        let wide = EventQuery {
+            since: Some(minute(5)),
+            ..EventQuery::default()
+        };
+        let walk = query_plan_with(&conn, &wide, 10);
+        assert!(
+            !walk.contains("idx_events_timestamp"),
+            "35 rows of 40 walk along seq: {walk}"
+        );
+        for (since, until, rows) in [
+            (Some(0), Some(40), 40),
+            (None, Some(3), 3),
+            (Some(39), None, 1),
+        ] {
+            let (since, until) = (since.map(minute), until.map(minute));
+            let (since, until) = (since.map(timefmt::format), until.map(timefmt::format));
+            assert_eq!(
+                window_rows(&conn, since.as_deref(), until.as_deref(), 100).unwrap(),
+                rows
+            );
+        }
+        assert_eq!(
+            window_rows(&conn, Some(&timefmt::format(minute(0))), None, 7).unwrap(),
+            7,
+            "counting stops at the cap"
         );
     }
 
