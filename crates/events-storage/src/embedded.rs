@@ -224,19 +224,13 @@ pub(crate) fn is_processed(conn: &Connection, stream: &str, entry_id: &str) -> R
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::path::Path;
 
     use proptest::prelude::*;
 
     use super::*;
+    use crate::migrations::migrated_in_memory as open;
 
     const AT: &str = "2026-12-07T00:00:00.000Z";
-
-    fn open() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::migrations::migrate(&mut conn, Path::new(":memory:")).unwrap();
-        conn
-    }
 
     fn claims(conn: &Connection, stream: &str) -> BTreeSet<String> {
         conn.prepare("SELECT entry_id FROM processed_entries WHERE stream = ?1")

@@ -463,19 +463,12 @@ pub(crate) fn delete_chunk_older_than(conn: &Connection, cutoff: &str, chunk: u3
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use proptest::prelude::*;
 
     use super::*;
+    use crate::migrations::migrated_in_memory as open;
 
     const RECEIVED: &str = "2026-12-07T00:00:00.000Z";
-
-    fn open() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::migrations::migrate(&mut conn, Path::new(":memory:")).unwrap();
-        conn
-    }
 
     const LEVELS: [EventLevel; 4] = [
         EventLevel::Infrastructure,

@@ -108,6 +108,15 @@ fn apply_pending(conn: &mut Connection, path: &Path, found: i64, latest: i64) ->
     Ok(())
 }
 
+/// A fresh in-memory database at [`LATEST_SCHEMA_VERSION`], for the unit tests of the
+/// modules that query it.
+#[cfg(test)]
+pub(crate) fn migrated_in_memory() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("open an in-memory database");
+    migrate(&mut conn, Path::new(":memory:")).expect("migrate an in-memory database");
+    conn
+}
+
 /// Fails with the first row `PRAGMA foreign_key_check` reports, if any.
 fn check_foreign_keys(conn: &Connection) -> rusqlite::Result<()> {
     let violation = conn

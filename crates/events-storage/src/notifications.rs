@@ -1322,18 +1322,11 @@ mod tests {
     //! The JSON fast path (`list_json` / `get_json`) against the typed path plus `serde`, the
     //! page plans against each other, and the statement cache against re-preparation.
 
-    use std::path::Path;
-
     use rusqlite::StatementStatus;
     use serde_json::json;
 
     use super::*;
-
-    fn open() -> Connection {
-        let mut conn = Connection::open_in_memory().unwrap();
-        crate::migrations::migrate(&mut conn, Path::new(":memory:")).unwrap();
-        conn
-    }
+    use crate::migrations::migrated_in_memory as open;
 
     fn new(i: usize) -> NewNotification {
         let payload = json!({
