@@ -1,5 +1,5 @@
 //! Storage benchmark (brief §13): batch insert rates of the event log and of notifications,
-//! then the time of event-log queries with type filters on the log just written.
+//! then the time of event-log queries (type filters, a time window) on the log just written.
 //!
 //! `cargo run -p events-storage --release --bin storage-bench [-- ROWS]`
 //!
