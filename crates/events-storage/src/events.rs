@@ -271,12 +271,12 @@ fn type_filter(conn: &Connection, pattern: &str) -> Result<TypeFilter> {
 }
 
 pub(crate) fn query(conn: &Connection, q: &EventQuery) -> Result<Vec<StoredEvent>> {
-    query_with(conn, q, MAX_WINDOW_SORT)
+    query_with(conn, q, WINDOW_LIMITS)
 }
 
-/// [`query`] with the largest time window to sort as a parameter (tests use small ones).
-fn query_with(conn: &Connection, q: &EventQuery, max_window_sort: i64) -> Result<Vec<StoredEvent>> {
-    let Some((sql, bound)) = plan(conn, q, max_window_sort)? else {
+/// [`query`] with the time-window thresholds as a parameter (tests use small ones).
+fn query_with(conn: &Connection, q: &EventQuery, limits: WindowLimits) -> Result<Vec<StoredEvent>> {
+    let Some((sql, bound)) = plan(conn, q, limits)? else {
         return Ok(Vec::new());
     };
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -288,71 +288,111 @@ fn query_with(conn: &Connection, q: &EventQuery, max_window_sort: i64) -> Result
     Ok(out)
 }
 
-/// Most rows of a time window (`since` / `until`) read through `idx_events_timestamp` and
-/// sorted by `seq`.
-const MAX_WINDOW_SORT: i64 = 10_000;
+/// How [`plan`] reads a time window (`since` / `until`), by how many rows it holds.
+#[derive(Debug, Clone, Copy)]
+struct WindowLimits {
+    /// Fewer rows than this, and no type filter: read through `idx_events_timestamp` and
+    /// sorted by `seq`.
+    sort: i64,
+    /// Fewer rows than this: the walk along `seq` (or along a type's index entries) is
+    /// bounded by the window's first and last `seq`, found while counting. The count is an
+    /// index-only walk, so this also caps what a wider window pays for finding out.
+    bound: i64,
+}
 
-/// How many rows have a `timestamp` in the window, counting no further than `cap` (an
-/// index-only walk of `idx_events_timestamp`).
-fn window_rows(
+const WINDOW_LIMITS: WindowLimits = WindowLimits {
+    sort: 10_000,
+    bound: 200_000,
+};
+
+/// A time window on `idx_events_timestamp`: its rows, counted no further than a cap, and the
+/// smallest and largest `seq` among the rows counted (exact when `rows` is below the cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WindowSpan {
+    rows: i64,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+}
+
+/// Counts a window's rows (and their `seq` range) on its index, index only, stopping at `cap`.
+fn window_span(
     conn: &Connection,
     since: Option<&str>,
     until: Option<&str>,
     cap: i64,
-) -> Result<i64> {
-    let (sql, bounds): (&str, Vec<&str>) = match (since, until) {
-        (Some(since), Some(until)) => (
-            "SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY idx_events_timestamp \
-             WHERE timestamp >= ?1 AND timestamp < ?2 LIMIT ?3)",
-            vec![since, until],
-        ),
-        (Some(since), None) => (
-            "SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY idx_events_timestamp \
-             WHERE timestamp >= ?1 LIMIT ?2)",
-            vec![since],
-        ),
-        (None, Some(until)) => (
-            "SELECT count(*) FROM (SELECT 1 FROM events INDEXED BY idx_events_timestamp \
-             WHERE timestamp < ?1 LIMIT ?2)",
-            vec![until],
-        ),
-        (None, None) => return Ok(0),
+) -> Result<WindowSpan> {
+    let (window, bounds): (&str, Vec<&str>) = match (since, until) {
+        (Some(since), Some(until)) => ("timestamp >= ?1 AND timestamp < ?2", vec![since, until]),
+        (Some(since), None) => ("timestamp >= ?1", vec![since]),
+        (None, Some(until)) => ("timestamp < ?1", vec![until]),
+        (None, None) => {
+            return Ok(WindowSpan {
+                rows: 0,
+                first_seq: None,
+                last_seq: None,
+            });
+        }
     };
-    let mut stmt = conn.prepare_cached(sql)?;
+    let cap_param = bounds.len() + 1;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT count(*), min(seq), max(seq) FROM (SELECT seq FROM events \
+         INDEXED BY idx_events_timestamp WHERE {window} LIMIT ?{cap_param})"
+    ))?;
     let params: Vec<SqlValue> = bounds
         .into_iter()
         .map(|b| SqlValue::Text(b.to_owned()))
         .chain([SqlValue::Integer(cap)])
         .collect();
-    Ok(stmt.query_row(params_from_iter(params.iter()), |r| r.get(0))?)
+    Ok(stmt.query_row(params_from_iter(params.iter()), |r| {
+        Ok(WindowSpan {
+            rows: r.get(0)?,
+            first_seq: r.get(1)?,
+            last_seq: r.get(2)?,
+        })
+    })?)
 }
 
-/// The statement and bindings of `q`; `None` when no row can match (a wildcard type filter
-/// that matches no logged type). A time window of fewer than `max_window_sort` rows is read
-/// through its index.
+/// The statement and bindings of `q`; `None` when no row can match (an empty time window, or
+/// a wildcard type filter that matches no logged type).
+///
+/// A time window is first counted on its index (up to `limits.bound` rows). Without it,
+/// SQLite walks the log along `seq` from the start for a window open at the top (`since`
+/// alone), however late the window starts: the newest hundred rows of millions, or the
+/// last day of a year. A window of fewer than `limits.sort` rows without a type filter is
+/// read from its index and sorted; a wider one that was counted to the end is walked from
+/// its first `seq` to its last (its rows need not be contiguous: producers' clocks and
+/// backfills put timestamps out of `seq` order, so the walk still checks each row); a type
+/// filter's branches seek to the same bounds in `idx_events_type`. A window wider than
+/// `limits.bound` is left to SQLite's choice, as before.
 fn plan(
     conn: &Connection,
     q: &EventQuery,
-    max_window_sort: i64,
+    limits: WindowLimits,
 ) -> Result<Option<(String, Vec<SqlValue>)>> {
     let types = match &q.event_type {
         None => TypeFilter::Any,
         Some(pattern) => type_filter(conn, pattern)?,
     };
     let (since, until) = (q.since.map(timefmt::format), q.until.map(timefmt::format));
-    // Without a type filter, SQLite walks the whole log along `seq` for a window open at the
-    // top (`since` alone), even when the window holds the newest hundred rows of millions.
-    // A window that holds few rows is read from its index and sorted instead; a wide one is
-    // left to SQLite's own choice (a walk finds its rows early, or the index range it picks
-    // for a closed window).
-    let table = if matches!(types, TypeFilter::Any)
-        && (since.is_some() || until.is_some())
-        && window_rows(conn, since.as_deref(), until.as_deref(), max_window_sort)? < max_window_sort
-    {
-        "events INDEXED BY idx_events_timestamp"
-    } else {
-        "events"
-    };
+    let mut table = "events";
+    let mut seq_bounds = None;
+    if since.is_some() || until.is_some() {
+        let span = window_span(conn, since.as_deref(), until.as_deref(), limits.bound)?;
+        if span.rows == 0 {
+            return Ok(None);
+        }
+        if matches!(types, TypeFilter::Any) && span.rows < limits.sort {
+            table = "events INDEXED BY idx_events_timestamp";
+        } else if span.rows < limits.bound {
+            seq_bounds = span.first_seq.zip(span.last_seq);
+            if matches!(types, TypeFilter::Any) && q.correlation_id.is_none() {
+                // The rowid range, not the timestamp index SQLite may otherwise prefer
+                // (`NOT INDEXED` leaves the INTEGER PRIMARY KEY usable). With a correlation
+                // id its own index stays SQLite's to choose.
+                table = "events NOT INDEXED";
+            }
+        }
+    }
     // the filters other than the type, shared by every branch
     let mut clauses: Vec<&str> = Vec::new();
     let mut values: Vec<SqlValue> = Vec::new();
@@ -381,6 +421,12 @@ fn plan(
     if let Some(after) = q.after_seq {
         clauses.push("seq > ?");
         values.push(SqlValue::Integer(after));
+    }
+    if let Some((first, last)) = seq_bounds {
+        clauses.push("seq >= ?");
+        values.push(SqlValue::Integer(first));
+        clauses.push("seq <= ?");
+        values.push(SqlValue::Integer(last));
     }
     let limit = SqlValue::Integer(i64::from(q.effective_limit()));
     let branch = |type_clause: Option<&str>| -> String {
@@ -518,11 +564,11 @@ mod tests {
     }
 
     fn query_plan(conn: &Connection, q: &EventQuery) -> String {
-        query_plan_with(conn, q, MAX_WINDOW_SORT)
+        query_plan_with(conn, q, WINDOW_LIMITS)
     }
 
-    fn query_plan_with(conn: &Connection, q: &EventQuery, max_window_sort: i64) -> String {
-        let (sql, bound) = plan(conn, q, max_window_sort).unwrap().expect("a plan");
+    fn query_plan_with(conn: &Connection, q: &EventQuery, limits: WindowLimits) -> String {
+        let (sql, bound) = plan(conn, q, limits).unwrap().expect("a plan");
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         stmt.query_map(params_from_iter(bound.iter()), |r| r.get::<_, String>(3))
             .unwrap()
@@ -568,7 +614,8 @@ mod tests {
             since in proptest::option::of(0i64..12),
             until in proptest::option::of(0i64..12),
             limit in 1u32..15,
-            max_window_sort in 1i64..30,
+            sort in 1i64..30,
+            bound in 1i64..60,
         ) {
             let conn = open();
             let sources = ["s0", "s1"];
@@ -603,7 +650,7 @@ mod tests {
                 .map(|(seq, _)| seq)
                 .take(limit as usize)
                 .collect();
-            let found: Vec<i64> = query_with(&conn, &q, max_window_sort)
+            let found: Vec<i64> = query_with(&conn, &q, WindowLimits { sort, bound })
                 .unwrap()
                 .iter()
                 .map(|e| e.seq)
@@ -685,7 +732,7 @@ mod tests {
                     event_type: Some("u.*".to_owned()),
                     ..EventQuery::default()
                 },
-                MAX_WINDOW_SORT
+                WINDOW_LIMITS
             )
             .unwrap()
             .is_none()
@@ -693,46 +740,110 @@ mod tests {
     }
 
     #[test]
-    fn a_narrow_time_window_is_read_from_its_index_and_a_wide_one_left_to_sqlite() {
+    fn a_time_window_is_read_from_its_index_or_walked_between_its_first_and_last_seq() {
         let conn = open();
+        // 40 events a minute apart; seqs 1..=40
         let events: Vec<(&str, &str, usize, i64)> = (0..40).map(|i| ("job.a", "s", 0, i)).collect();
         log_at(&conn, &events);
+        let limits = WindowLimits {
+            sort: 10,
+            bound: 30,
+        };
         let newest = EventQuery {
             since: Some(minute(35)),
             ..EventQuery::default()
         };
-        let narrow = query_plan_with(&conn, &newest, 10);
+        let narrow = query_plan_with(&conn, &newest, limits);
         assert!(
             narrow.contains("idx_events_timestamp"),
             "5 rows of 40: {narrow}"
         );
         assert_eq!(seqs(&conn, &newest), [36, 37, 38, 39, 40]);
+
+        // 20 rows: too many to sort, counted to the end, so the walk starts at seq 16
+        let late = EventQuery {
+            since: Some(minute(15)),
+            until: Some(minute(35)),
+            limit: Some(3),
+            ..EventQuery::default()
+        };
+        let walk = query_plan_with(&conn, &late, limits);
+        assert!(
+            walk.contains("USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)"),
+            "20 rows of 40: {walk}"
+        );
+        assert_eq!(
+            query_with(&conn, &late, limits)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [16, 17, 18]
+        );
+        // a type filter seeks to the same bounds in its index
+        let typed = EventQuery {
+            event_type: Some("job.a".to_owned()),
+            ..late.clone()
+        };
+        let seek = query_plan_with(&conn, &typed, limits);
+        assert!(
+            seek.contains("USING INDEX idx_events_type (event_type=? AND rowid>? AND rowid<?)"),
+            "{seek}"
+        );
+        // wider than the bound: SQLite's choice, no seq bounds
         let wide = EventQuery {
             since: Some(minute(5)),
             ..EventQuery::default()
         };
-        let walk = query_plan_with(&conn, &wide, 10);
-        assert!(
-            !walk.contains("idx_events_timestamp"),
-            "35 rows of 40 walk along seq: {walk}"
-        );
-        for (since, until, rows) in [
-            (Some(0), Some(40), 40),
-            (None, Some(3), 3),
-            (Some(39), None, 1),
-        ] {
+        let (sql, _) = plan(&conn, &wide, limits).unwrap().expect("a plan");
+        assert!(!sql.contains("seq >= ?"), "35 rows of 40, bound 30: {sql}");
+        assert_eq!(seqs(&conn, &wide)[..3], [6, 7, 8]);
+
+        // nothing in the window: no statement at all
+        let empty = EventQuery {
+            since: Some(minute(50)),
+            ..EventQuery::default()
+        };
+        assert!(plan(&conn, &empty, limits).unwrap().is_none());
+        assert!(seqs(&conn, &empty).is_empty());
+
+        let span = |since: Option<i64>, until: Option<i64>, cap| {
             let (since, until) = (since.map(minute), until.map(minute));
             let (since, until) = (since.map(timefmt::format), until.map(timefmt::format));
-            assert_eq!(
-                window_rows(&conn, since.as_deref(), until.as_deref(), 100).unwrap(),
-                rows
-            );
-        }
+            let s = window_span(&conn, since.as_deref(), until.as_deref(), cap).unwrap();
+            (s.rows, s.first_seq, s.last_seq)
+        };
+        assert_eq!(span(Some(0), Some(40), 100), (40, Some(1), Some(40)));
+        assert_eq!(span(None, Some(3), 100), (3, Some(1), Some(3)));
+        assert_eq!(span(Some(39), None, 100), (1, Some(40), Some(40)));
+        assert_eq!(span(Some(40), None, 100), (0, None, None));
         assert_eq!(
-            window_rows(&conn, Some(&timefmt::format(minute(0))), None, 7).unwrap(),
-            7,
+            span(Some(0), None, 7),
+            (7, Some(1), Some(7)),
             "counting stops at the cap"
         );
+    }
+
+    #[test]
+    fn a_window_of_out_of_order_timestamps_is_bounded_by_its_extreme_seqs() {
+        let conn = open();
+        // seq 1..=6 logged at minutes 9, 0, 5, 1, 8, 2: the window [5, 10) holds seqs 1, 3, 5
+        log_at(&conn, &[9, 0, 5, 1, 8, 2].map(|at| ("job.a", "s", 0, at)));
+        let q = EventQuery {
+            since: Some(minute(5)),
+            until: Some(minute(10)),
+            ..EventQuery::default()
+        };
+        let limits = WindowLimits { sort: 1, bound: 10 };
+        let (sql, bound) = plan(&conn, &q, limits).unwrap().expect("a plan");
+        assert!(sql.contains("seq >= ? AND seq <= ?"), "{sql}");
+        assert!(bound.contains(&SqlValue::Integer(1)) && bound.contains(&SqlValue::Integer(5)));
+        let found: Vec<i64> = query_with(&conn, &q, limits)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(found, [1, 3, 5]);
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! the clock starts, so the figures are storage cost only (JSON encoding included). The log
 //! holds five event types (two thirds of the rows one type, one row in a thousand a rare one);
 //! each query is a page of 100 as `GET /api/events` and SSE resume ask for it (type filters,
-//! and a `since` that leaves about the newest 1,000 rows).
+//! and time windows: `since` the newest 1,000th or the newest quarter's first row, and a
+//! closed window from there to the newest eighth).
 //!
 //! Besides wall-clock rates it prints rates per CPU-second of this process (from
 //! `/proc/self/stat`): on a shared 2-core machine other processes steal the CPU, and the
@@ -142,30 +143,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let newest = db.max_seq().await?;
         let tail = Some(newest.saturating_sub(1_000));
-        // the timestamp of the newest 1,000th event: `since` it, about the newest 1,000 rows
-        let recent = db
-            .query_events(events_storage::EventQuery {
-                after_seq: tail,
-                limit: Some(1),
-                ..events_storage::EventQuery::default()
-            })
-            .await?
-            .first()
-            .map(|stored| stored.event.timestamp);
-        for (what, pattern, after_seq, since) in [
-            ("exact type, first page", Some(COMPLETED), None, None),
+        // The timestamp of the newest `back`th event: `since` it, about the newest `back` rows.
+        let newest_but = |back: i64| {
+            let db = &db;
+            async move {
+                let first = db
+                    .query_events(events_storage::EventQuery {
+                        after_seq: Some(newest.saturating_sub(back)),
+                        limit: Some(1),
+                        ..events_storage::EventQuery::default()
+                    })
+                    .await?;
+                Ok::<_, events_storage::Error>(first.first().map(|stored| stored.event.timestamp))
+            }
+        };
+        let (recent, wide, wide_end) = (
+            newest_but(1_000).await?,
+            newest_but(rows as i64 / 4).await?,
+            newest_but(rows as i64 / 8).await?,
+        );
+        let wide_what = format!("since the newest {}th's timestamp", rows / 4);
+        let closed_what = format!("the newest {}th to {}th", rows / 4, rows / 8);
+        for (what, pattern, after_seq, since, until) in [
+            ("exact type, first page", Some(COMPLETED), None, None, None),
             (
                 "exact type, after the newest 1,000",
                 Some(COMPLETED),
                 tail,
                 None,
+                None,
             ),
-            ("rare type, first page", Some(RARE), None, None),
-            ("`domain.*`, first page", Some("domain.*"), None, None),
+            ("rare type, first page", Some(RARE), None, None, None),
+            ("`domain.*`, first page", Some("domain.*"), None, None, None),
             (
                 "`domain.*`, after the newest 1,000",
                 Some("domain.*"),
                 tail,
+                None,
                 None,
             ),
             (
@@ -173,8 +187,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some("*.finished"),
                 tail,
                 None,
+                None,
             ),
-            ("since the newest 1,000th's timestamp", None, None, recent),
+            (
+                "since the newest 1,000th's timestamp",
+                None,
+                None,
+                recent,
+                None,
+            ),
+            (wide_what.as_str(), None, None, wide, None),
+            (closed_what.as_str(), None, None, wide, wide_end),
         ] {
             const RUNS: u32 = 20;
             let start = Instant::now();
@@ -183,6 +206,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let query = events_storage::EventQuery {
                     event_type: pattern.map(str::to_owned),
                     since,
+                    until,
                     after_seq,
                     limit: Some(100),
                     ..events_storage::EventQuery::default()
