@@ -168,13 +168,39 @@ pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 /// On a shared machine wall-clock rates understate the code; events per CPU-second of the
 /// process that does the work is the steadier figure (10 ms resolution, `CLK_TCK` = 100).
 pub(crate) fn cpu_s(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_split(&format!("/proc/{pid}/stat")).map(|(user, sys)| user + sys)
+}
+
+/// User and kernel CPU seconds of a process from its `/proc/.../stat` file: the kernel share
+/// tells syscall and wake-up overhead apart from the work itself.
+pub(crate) fn cpu_split(stat_path: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime / 100.0, stime / 100.0))
+}
+
+/// CPU seconds (user, kernel) of each of a process's threads, busiest first: the daemon's
+/// storage writer is a single thread, so its share says whether it or the cores bound a run.
+pub(crate) fn thread_cpu(pid: u32) -> Vec<(String, f64, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads: Vec<(String, f64, f64)> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let dir = task.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let (user, sys) = cpu_split(dir.join("stat").to_str()?)?;
+            Some((name.trim().to_owned(), user, sys))
+        })
+        .filter(|(_, user, sys)| user + sys > 0.0)
+        .collect();
+    threads.sort_by(|a, b| (b.1 + b.2).total_cmp(&(a.1 + a.2)));
+    threads
 }
 
 #[cfg(test)]
@@ -185,6 +211,37 @@ mod tests {
     fn rss_of_this_process_is_readable() {
         let (rss, peak) = rss_kib(std::process::id()).expect("/proc is mounted");
         assert!(rss > 0 && peak >= rss);
+    }
+
+    #[test]
+    fn threads_of_this_process_are_listed_busiest_first() {
+        let busy = std::thread::Builder::new()
+            .name("bench-spinner".into())
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                let mut x = 0u64;
+                while started.elapsed() < Duration::from_millis(300) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                // still alive while listed: the caller reads /proc before joining
+                std::thread::sleep(Duration::from_millis(500));
+                x
+            })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let threads = thread_cpu(std::process::id());
+        busy.join().unwrap();
+        let spinner = threads
+            .iter()
+            .find(|(name, ..)| name == "bench-spinner")
+            .expect("the spinning thread is listed by its name");
+        assert!(spinner.1 + spinner.2 > 0.0);
+        assert!(
+            threads
+                .windows(2)
+                .all(|w| w[0].1 + w[0].2 >= w[1].1 + w[1].2),
+            "busiest first: {threads:?}"
+        );
     }
 
     #[test]

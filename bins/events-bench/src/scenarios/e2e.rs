@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{Ctx, group_lag, rate, xlen};
-use crate::daemon::{Daemon, DaemonOptions, cpu_s, rss_kib};
+use crate::daemon::{Daemon, DaemonOptions, cpu_s, cpu_split, rss_kib, thread_cpu};
 use crate::mix::Expectation;
 use crate::raw;
 use crate::report::{Report, Target};
@@ -71,6 +71,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         cpu_s(redis_pid).unwrap_or(0.0),
         cpu_s(daemon.pid()).unwrap_or(0.0),
     );
+    let daemon_stat = format!("/proc/{}/stat", daemon.pid());
+    let daemon_sys0 = cpu_split(&daemon_stat).map_or(0.0, |(_, sys)| sys);
     let started = Instant::now();
     let child = worker::spawn(&args(Mode::Producer, STREAM))?;
     let mut lag_samples = Vec::new();
@@ -99,6 +101,13 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         Err(e) => anyhow::bail!("{e:#}\ndaemon log:\n{}", daemon.log_tail()),
     };
     let daemon_cpu = cpu_s(daemon.pid()).unwrap_or(0.0) - daemon_cpu0;
+    let daemon_sys_cpu = cpu_split(&daemon_stat).map_or(0.0, |(_, sys)| sys) - daemon_sys0;
+    // Since the daemon started (its start-up is a few milliseconds): the busiest threads.
+    let daemon_threads: Vec<_> = thread_cpu(daemon.pid())
+        .into_iter()
+        .take(6)
+        .map(|(name, user, sys)| json!({"thread": name, "user_s": user, "sys_s": sys}))
+        .collect();
     let redis_cpu = cpu_s(redis_pid).unwrap_or(0.0) - redis_cpu0;
     let emitted = worker::finish(child).await?;
     let elapsed = done - started;
@@ -143,6 +152,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "lag_over_time": lag_series,
             "daemon_peak_rss_mib": peak_rss / 1024,
             "daemon_cpu_s": daemon_cpu,
+            "daemon_sys_cpu_s": daemon_sys_cpu,
+            "daemon_threads": daemon_threads,
             "events_per_daemon_cpu_s": (n as f64 / daemon_cpu.max(0.01)).round(),
             "redis_cpu_s": redis_cpu,
             "emitter_cpu_s": emitted.cpu_s,
