@@ -36,7 +36,16 @@ use crate::report::Report;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Every scenario, in the order they run by default.
-const ALL: [&str; 6] = ["emit", "e2e", "embedded", "latency", "api", "fanout"];
+const ALL: [&str; 8] = [
+    "emit",
+    "emit-single",
+    "emit-concurrent",
+    "e2e",
+    "embedded",
+    "latency",
+    "api",
+    "fanout",
+];
 
 /// Benchmark harness: scenario results against raw ceilings measured in the same run.
 #[derive(Debug, Parser)]
@@ -63,7 +72,8 @@ struct Cli {
     /// Override the duration (s) of latency.
     #[arg(long)]
     latency_secs: Option<u64>,
-    /// Scenarios to run (default: all): emit e2e embedded latency api fanout.
+    /// Scenarios to run (default: all): emit emit-single emit-concurrent e2e embedded latency
+    /// api fanout.
     scenarios: Vec<String>,
 }
 

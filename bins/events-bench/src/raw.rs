@@ -59,6 +59,19 @@ pub(crate) async fn pipelined_xadd(
     Ok(())
 }
 
+/// One `XADD` of pre-encoded fields, awaited on its own (concurrent calls share the
+/// connection, which fred pipelines).
+pub(crate) async fn xadd(
+    client: &Client,
+    stream: &str,
+    fields: Vec<(&'static str, String)>,
+) -> anyhow::Result<()> {
+    let _id: String = client
+        .xadd(stream, false, XCap::from(None::<()>), "*", fields)
+        .await?;
+    Ok(())
+}
+
 /// Creates `group` at the start of `stream` (MKSTREAM), ignoring BUSYGROUP.
 pub(crate) async fn create_group(client: &Client, stream: &str, group: &str) -> anyhow::Result<()> {
     let created: Result<Value, _> = client.xgroup_create(stream, group, "0", true).await;

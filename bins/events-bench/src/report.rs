@@ -84,6 +84,8 @@ pub(crate) fn table(reports: &[Report]) -> String {
     for r in reports {
         let targets = if r.quick {
             "(not judged: --quick)".to_owned()
+        } else if r.targets.is_empty() {
+            "(no target)".to_owned()
         } else {
             r.targets
                 .iter()

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use events_envelope::to_stream_fields;
 use events_producer::{Producer, RedisProducer, RedisProducerConfig};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 
 use crate::mix::MixGen;
@@ -17,6 +18,11 @@ pub(crate) enum Mode {
     Producer,
     /// fred pipelined XADD of fields encoded before the clock starts: the ceiling.
     Raw,
+    /// `RedisProducer::emit`, one event per call, `--callers` calls in flight.
+    ProducerSingle,
+    /// fred `XADD`, one per call, fields encoded before the clock starts, `--callers` calls in
+    /// flight: the ceiling of `ProducerSingle`.
+    RawSingle,
 }
 
 #[derive(Debug, Parser)]
@@ -37,6 +43,9 @@ pub(crate) struct WorkerArgs {
     /// Events per pipelined round trip.
     #[arg(long, default_value_t = 500)]
     pub(crate) chunk: usize,
+    /// Single-event calls in flight at once (the `*-single` modes).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) callers: usize,
 }
 
 /// What the worker prints.
@@ -78,6 +87,48 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<WorkerOutput> {
                 send += t.elapsed();
             }
         }
+        Mode::ProducerSingle => {
+            let mut config = RedisProducerConfig::new(args.redis_url.clone());
+            config.stream = args.stream.clone();
+            config.maxlen = None;
+            let producer = RedisProducer::connect(config).await?;
+            loop {
+                let batch: Vec<_> = plan.by_ref().take(SLICE).map(|p| p.envelope()).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                events += batch.len() as u64;
+                let t = Instant::now();
+                // concurrent calls of one producer: fred pipelines them on its connection
+                stream::iter(batch)
+                    .map(|event| producer.emit(event))
+                    .buffer_unordered(args.callers.max(1))
+                    .try_for_each(|_| async { Ok(()) })
+                    .await?;
+                send += t.elapsed();
+            }
+        }
+        Mode::RawSingle => {
+            let client = crate::raw::connect(&args.redis_url).await?;
+            loop {
+                let batch: Vec<_> = plan
+                    .by_ref()
+                    .take(SLICE)
+                    .map(|p| to_stream_fields(&p.envelope()))
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                events += batch.len() as u64;
+                let t = Instant::now();
+                stream::iter(batch)
+                    .map(|fields| crate::raw::xadd(&client, &args.stream, fields))
+                    .buffer_unordered(args.callers.max(1))
+                    .try_for_each(|()| async { Ok(()) })
+                    .await?;
+                send += t.elapsed();
+            }
+        }
         Mode::Raw => {
             let client = crate::raw::connect(&args.redis_url).await?;
             loop {
@@ -110,6 +161,8 @@ pub(crate) fn spawn(args: &WorkerArgs) -> anyhow::Result<tokio::process::Child> 
     let mode = match args.mode {
         Mode::Producer => "producer",
         Mode::Raw => "raw",
+        Mode::ProducerSingle => "producer-single",
+        Mode::RawSingle => "raw-single",
     };
     let child = tokio::process::Command::new(exe)
         .arg("__emit-worker")
@@ -122,6 +175,7 @@ pub(crate) fn spawn(args: &WorkerArgs) -> anyhow::Result<tokio::process::Child> 
         ])
         .args(["--shard", &args.shard.to_string(), "--mode", mode])
         .args(["--chunk", &args.chunk.to_string()])
+        .args(["--callers", &args.callers.to_string()])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;

@@ -28,6 +28,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         shard: 0,
         mode,
         chunk: 500,
+        callers: 1,
     };
 
     // Ceiling: the same emitter (raw), one consumer that only reads and acks.

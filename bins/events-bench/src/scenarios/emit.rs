@@ -19,6 +19,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         shard: 0,
         mode,
         chunk: 500,
+        callers: 1,
     };
     let mut best_raw: f64 = 0.0;
     let mut best_emit: f64 = 0.0;

@@ -4,6 +4,7 @@ mod api;
 mod e2e;
 mod embedded;
 mod emit;
+mod emit_single;
 mod fanout;
 mod latency;
 
@@ -19,6 +20,8 @@ use crate::report::Report;
 pub(crate) struct Sizes {
     /// Events of `emit` and `e2e`.
     pub(crate) events: u64,
+    /// Events of `emit-single` and `emit-concurrent` (one call each).
+    pub(crate) single_events: u64,
     /// Events of `embedded`.
     pub(crate) embedded_events: u64,
     /// Concurrent HTTP posters of `embedded` (each its own shard of the mix, in order).
@@ -39,6 +42,7 @@ impl Sizes {
     pub(crate) fn full() -> Self {
         Self {
             events: 1_000_000,
+            single_events: 100_000,
             embedded_events: 200_000,
             embedded_posters: 4,
             emit_rounds: 2,
@@ -57,6 +61,7 @@ impl Sizes {
     pub(crate) fn quick() -> Self {
         Self {
             events: 20_000,
+            single_events: 2_000,
             embedded_events: 10_000,
             embedded_posters: 4,
             emit_rounds: 1,
@@ -84,6 +89,8 @@ pub(crate) struct Ctx {
 pub(crate) async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Report> {
     match name {
         "emit" => emit::run(ctx).await,
+        "emit-single" => emit_single::run_single(ctx).await,
+        "emit-concurrent" => emit_single::run_concurrent(ctx).await,
         "e2e" => e2e::run(ctx).await,
         "embedded" => embedded::run(ctx).await,
         "latency" => latency::run(ctx).await,
