@@ -183,6 +183,11 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
     std::thread::Builder::new()
         .name("events-checkpoint".into())
         .spawn(move || {
+            // Woken after every commit, it must not run ahead of what that commit made
+            // possible (pushes, the next read): see events-sched.
+            if let Err(error) = events_sched::mark_current_thread_as_batch() {
+                tracing::debug!(%error, "the checkpointer keeps the default scheduling policy");
+            }
             while woken.recv().is_ok() {
                 if let Err(error) =
                     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))

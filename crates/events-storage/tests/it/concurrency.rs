@@ -373,3 +373,41 @@ async fn the_writer_writes_a_commit_in_a_few_wal_writes() {
         .unwrap();
     assert_eq!(page.total, 300);
 }
+
+/// The checkpointer runs as batch work (events-sched): its wake-up after each commit does not
+/// preempt the threads that push the commit's notifications.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_checkpointer_thread_is_batch_work() {
+    let _db = EventDb::open_in_memory().await.unwrap();
+    let checkpointers = || -> Vec<u32> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|task| {
+                // thread names are cut to 15 bytes: "events-checkpoint" reads "events-checkpoi"
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|name| name.trim_end() == "events-checkpoi")
+            })
+            .filter_map(|task| task.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    // the thread names itself and sets its policy as it starts; give it a moment
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let policies: Vec<u32> = checkpointers()
+            .iter()
+            .filter_map(|&tid| events_sched::thread_policy(tid).ok())
+            .collect();
+        if !policies.is_empty() && policies.iter().all(|&p| p == events_sched::BATCH_POLICY) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpointer policies {policies:?} (none: no checkpointer thread found), want {} \
+             (SCHED_BATCH)",
+            events_sched::BATCH_POLICY
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
