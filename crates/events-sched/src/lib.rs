@@ -6,9 +6,9 @@
 //! clients, the next read from the stream — and, being a fresh wake-up, the scheduler let it
 //! run first. Marked as batch work (`SCHED_BATCH`) the thread keeps its full, fair share of
 //! the CPU under load (so it keeps up and the WAL stays small), but its wake-ups do not
-//! preempt running threads (docs/benchmarks.md, session 24: emit → WebSocket p50 about
-//! 0.15–0.3 ms lower on the shared two-core host, e2e unchanged or better, the WAL no
-//! larger). A lower priority (`nice`) was tried first: it starved the checkpointer under
+//! preempt running threads (docs/benchmarks.md, session 24: emit → WebSocket p50 lower in
+//! every alternating pair of runs on the shared two-core host, by up to 1.5 ms, e2e
+//! unchanged or better, the WAL no larger). A lower priority (`nice`) was tried first: it starved the checkpointer under
 //! full load, and as only one checkpoint can run at a time the writer's own backstop
 //! checkpoint could not run either — the WAL grew to 1.8 GB.
 //!
