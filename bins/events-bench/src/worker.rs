@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use events_envelope::to_stream_fields;
+use events_envelope::{EventEnvelope, to_stream_fields};
 use events_producer::{Producer, RedisProducer, RedisProducerConfig};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::{Deserialize, Serialize};
 
-use crate::mix::MixGen;
+use crate::mix::{MixGen, Planned};
 
 /// What sends the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,92 +67,88 @@ const SLICE: usize = 10_000;
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<WorkerOutput> {
     let mut plan = MixGen::new(args.seed, args.shard, args.count);
     let started = Instant::now();
-    let mut send = Duration::ZERO;
-    let mut events = 0u64;
-    match args.mode {
+    let callers = args.callers.max(1);
+    let (events, send) = match args.mode {
         Mode::Producer => {
-            let mut config = RedisProducerConfig::new(args.redis_url.clone());
-            config.stream = args.stream.clone();
-            config.maxlen = None;
-            config.batch_chunk_size = args.chunk;
-            let producer = RedisProducer::connect(config).await?;
-            loop {
-                let batch: Vec<_> = plan.by_ref().take(SLICE).map(|p| p.envelope()).collect();
-                if batch.is_empty() {
-                    break;
-                }
-                events += batch.len() as u64;
-                let t = Instant::now();
-                producer.emit_batch(batch).await?;
-                send += t.elapsed();
-            }
+            let producer = connect_producer(&args, Some(args.chunk)).await?;
+            let send = async |batch| producer.emit_batch(batch).await.map(drop);
+            send_in_slices(&mut plan, |p| p.envelope(), send).await?
         }
         Mode::ProducerSingle => {
-            let mut config = RedisProducerConfig::new(args.redis_url.clone());
-            config.stream = args.stream.clone();
-            config.maxlen = None;
-            let producer = RedisProducer::connect(config).await?;
-            loop {
-                let batch: Vec<_> = plan.by_ref().take(SLICE).map(|p| p.envelope()).collect();
-                if batch.is_empty() {
-                    break;
-                }
-                events += batch.len() as u64;
-                let t = Instant::now();
-                // concurrent calls of one producer: fred pipelines them on its connection
+            let producer = connect_producer(&args, None).await?;
+            // concurrent calls of one producer: fred pipelines them on its connection
+            let send = async |batch: Vec<EventEnvelope>| {
                 stream::iter(batch)
                     .map(|event| producer.emit(event))
-                    .buffer_unordered(args.callers.max(1))
+                    .buffer_unordered(callers)
                     .try_for_each(|_| async { Ok(()) })
-                    .await?;
-                send += t.elapsed();
-            }
-        }
-        Mode::RawSingle => {
-            let client = crate::raw::connect(&args.redis_url).await?;
-            loop {
-                let batch: Vec<_> = plan
-                    .by_ref()
-                    .take(SLICE)
-                    .map(|p| to_stream_fields(&p.envelope()))
-                    .collect();
-                if batch.is_empty() {
-                    break;
-                }
-                events += batch.len() as u64;
-                let t = Instant::now();
-                stream::iter(batch)
-                    .map(|fields| crate::raw::xadd(&client, &args.stream, fields))
-                    .buffer_unordered(args.callers.max(1))
-                    .try_for_each(|()| async { Ok(()) })
-                    .await?;
-                send += t.elapsed();
-            }
+                    .await
+            };
+            send_in_slices(&mut plan, |p| p.envelope(), send).await?
         }
         Mode::Raw => {
             let client = crate::raw::connect(&args.redis_url).await?;
-            loop {
-                let batch: Vec<_> = plan
-                    .by_ref()
-                    .take(SLICE)
-                    .map(|p| to_stream_fields(&p.envelope()))
-                    .collect();
-                if batch.is_empty() {
-                    break;
-                }
-                events += batch.len() as u64;
-                let t = Instant::now();
-                crate::raw::pipelined_xadd(&client, &args.stream, &batch, args.chunk).await?;
-                send += t.elapsed();
-            }
+            let send = async |batch: Vec<_>| {
+                crate::raw::pipelined_xadd(&client, &args.stream, &batch, args.chunk).await
+            };
+            send_in_slices(&mut plan, |p| to_stream_fields(&p.envelope()), send).await?
         }
-    }
+        Mode::RawSingle => {
+            let client = crate::raw::connect(&args.redis_url).await?;
+            let send = async |batch: Vec<_>| {
+                stream::iter(batch)
+                    .map(|fields| crate::raw::xadd(&client, &args.stream, fields))
+                    .buffer_unordered(callers)
+                    .try_for_each(|()| async { Ok(()) })
+                    .await
+            };
+            send_in_slices(&mut plan, |p| to_stream_fields(&p.envelope()), send).await?
+        }
+    };
     Ok(WorkerOutput {
         events,
         send_s: send.as_secs_f64(),
         wall_s: started.elapsed().as_secs_f64(),
         cpu_s: crate::daemon::cpu_s(std::process::id()).unwrap_or(0.0),
     })
+}
+
+/// A producer on the worker's stream, no trimming; `chunk` = events per pipelined round
+/// trip of `emit_batch` (the default when `None`).
+async fn connect_producer(
+    args: &WorkerArgs,
+    chunk: Option<usize>,
+) -> anyhow::Result<RedisProducer> {
+    let mut config = RedisProducerConfig::new(args.redis_url.clone());
+    config.stream = args.stream.clone();
+    config.maxlen = None;
+    if let Some(chunk) = chunk {
+        config.batch_chunk_size = chunk;
+    }
+    Ok(RedisProducer::connect(config).await?)
+}
+
+/// Builds the plan's items [`SLICE`] at a time with `build` (off the clock) and hands each
+/// slice to `send`, timing only the sends: the events sent and the time spent sending.
+async fn send_in_slices<T, E>(
+    plan: &mut MixGen,
+    build: impl Fn(Planned) -> T,
+    mut send: impl AsyncFnMut(Vec<T>) -> Result<(), E>,
+) -> anyhow::Result<(u64, Duration)>
+where
+    anyhow::Error: From<E>,
+{
+    let (mut events, mut spent) = (0u64, Duration::ZERO);
+    loop {
+        let slice: Vec<T> = plan.by_ref().take(SLICE).map(&build).collect();
+        if slice.is_empty() {
+            return Ok((events, spent));
+        }
+        events += slice.len() as u64;
+        let t = Instant::now();
+        send(slice).await?;
+        spent += t.elapsed();
+    }
 }
 
 /// Spawns the worker as a child process of this same binary.

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::{Ctx, xlen};
 use crate::report::{Report, Target};
-use crate::worker::{Mode, WorkerArgs, run_child};
+use crate::worker::{Mode, WorkerArgs, WorkerOutput, run_child};
 
 const RAW_STREAM: &str = "bench:raw";
 const EMIT_STREAM: &str = "bench:emit";
@@ -21,33 +21,18 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         chunk: 500,
         callers: 1,
     };
-    let mut best_raw: f64 = 0.0;
-    let mut best_emit: f64 = 0.0;
-    let mut rounds = Vec::new();
-    let mut state_problems = Vec::new();
-    for round in 0..ctx.sizes.emit_rounds {
-        let raw = run_child(&args(Mode::Raw, RAW_STREAM)).await?;
-        let raw_len = xlen(&ctx.redis, RAW_STREAM);
-        ctx.redis.command(&["DEL", RAW_STREAM]);
-        let emit = run_child(&args(Mode::Producer, EMIT_STREAM)).await?;
-        let emit_len = xlen(&ctx.redis, EMIT_STREAM);
-        ctx.redis.command(&["DEL", EMIT_STREAM]);
-        for (what, len) in [("raw", raw_len), ("producer", emit_len)] {
-            if len != n {
-                state_problems.push(format!(
-                    "round {round}: {what} stream holds {len} entries, expected {n}"
-                ));
-            }
-        }
-        let raw_rate = raw.events as f64 / raw.send_s;
-        let emit_rate = emit.events as f64 / emit.send_s;
-        best_raw = best_raw.max(raw_rate);
-        best_emit = best_emit.max(emit_rate);
-        rounds.push(json!({
-            "raw_per_s": raw_rate.round(), "emit_per_s": emit_rate.round(),
-            "emit_wall_per_s": (emit.events as f64 / emit.wall_s).round(),
-        }));
-    }
+    let Rounds {
+        best_raw,
+        best_emit,
+        rounds,
+        state_problems,
+    } = alternate(
+        ctx,
+        n,
+        &args(Mode::Raw, RAW_STREAM),
+        &args(Mode::Producer, EMIT_STREAM),
+    )
+    .await?;
     let ratio = best_emit / best_raw;
     let state_ok = state_problems.is_empty();
     Ok(Report {
@@ -71,4 +56,57 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         details: json!({ "events": n, "chunk": 500, "rounds": rounds,
             "note": "rates count send time only (emit_batch calls vs pipelined XADD of pre-encoded fields); emit_wall includes building the envelopes" }),
     })
+}
+
+/// What [`alternate`] measured.
+pub(super) struct Rounds {
+    /// Best send rates (events/s) of the ceiling and of the producer over the rounds.
+    pub(super) best_raw: f64,
+    pub(super) best_emit: f64,
+    /// Per round: the rates and the emitting processes' CPU.
+    pub(super) rounds: Vec<serde_json::Value>,
+    /// Streams that did not end with `n` entries.
+    pub(super) state_problems: Vec<String>,
+}
+
+/// Runs the ceiling's worker and the producer's worker in alternating rounds
+/// (`emit_rounds`), each into its own stream, which must then hold exactly `n` entries and is
+/// deleted for the next round.
+pub(super) async fn alternate(
+    ctx: &Ctx,
+    n: u64,
+    raw: &WorkerArgs,
+    emit: &WorkerArgs,
+) -> anyhow::Result<Rounds> {
+    let mut measured = Rounds {
+        best_raw: 0.0,
+        best_emit: 0.0,
+        rounds: Vec::new(),
+        state_problems: Vec::new(),
+    };
+    for round in 0..ctx.sizes.emit_rounds {
+        let mut run = async |args: &WorkerArgs, what: &str| -> anyhow::Result<WorkerOutput> {
+            let out = run_child(args).await?;
+            let len = xlen(&ctx.redis, &args.stream);
+            ctx.redis.command(&["DEL", &args.stream]);
+            if len != n {
+                measured.state_problems.push(format!(
+                    "round {round}: {what} stream holds {len} entries, expected {n}"
+                ));
+            }
+            Ok(out)
+        };
+        let raw_out = run(raw, "raw").await?;
+        let emit_out = run(emit, "producer").await?;
+        let raw_rate = raw_out.events as f64 / raw_out.send_s;
+        let emit_rate = emit_out.events as f64 / emit_out.send_s;
+        measured.best_raw = measured.best_raw.max(raw_rate);
+        measured.best_emit = measured.best_emit.max(emit_rate);
+        measured.rounds.push(json!({
+            "raw_per_s": raw_rate.round(), "emit_per_s": emit_rate.round(),
+            "emit_wall_per_s": (emit_out.events as f64 / emit_out.wall_s).round(),
+            "raw_cpu_s": raw_out.cpu_s, "emit_cpu_s": emit_out.cpu_s,
+        }));
+    }
+    Ok(measured)
 }

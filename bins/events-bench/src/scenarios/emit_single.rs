@@ -7,9 +7,10 @@
 
 use serde_json::json;
 
-use super::{Ctx, xlen};
+use super::Ctx;
+use super::emit::{Rounds, alternate};
 use crate::report::Report;
-use crate::worker::{Mode, WorkerArgs, run_child};
+use crate::worker::{Mode, WorkerArgs};
 
 const RAW_STREAM: &str = "bench:raw-single";
 const EMIT_STREAM: &str = "bench:emit-single";
@@ -42,33 +43,18 @@ async fn run(
         chunk: 1,
         callers,
     };
-    let mut best_raw: f64 = 0.0;
-    let mut best_emit: f64 = 0.0;
-    let mut rounds = Vec::new();
-    let mut state_problems = Vec::new();
-    for round in 0..ctx.sizes.emit_rounds {
-        let raw = run_child(&args(Mode::RawSingle, RAW_STREAM)).await?;
-        let raw_len = xlen(&ctx.redis, RAW_STREAM);
-        ctx.redis.command(&["DEL", RAW_STREAM]);
-        let emit = run_child(&args(Mode::ProducerSingle, EMIT_STREAM)).await?;
-        let emit_len = xlen(&ctx.redis, EMIT_STREAM);
-        ctx.redis.command(&["DEL", EMIT_STREAM]);
-        for (what, len) in [("raw", raw_len), ("producer", emit_len)] {
-            if len != n {
-                state_problems.push(format!(
-                    "round {round}: {what} stream holds {len} entries, expected {n}"
-                ));
-            }
-        }
-        let raw_rate = raw.events as f64 / raw.send_s;
-        let emit_rate = emit.events as f64 / emit.send_s;
-        best_raw = best_raw.max(raw_rate);
-        best_emit = best_emit.max(emit_rate);
-        rounds.push(json!({
-            "raw_per_s": raw_rate.round(), "emit_per_s": emit_rate.round(),
-            "emit_cpu_s": emit.cpu_s, "raw_cpu_s": raw.cpu_s,
-        }));
-    }
+    let Rounds {
+        best_raw,
+        best_emit,
+        rounds,
+        state_problems,
+    } = alternate(
+        ctx,
+        n,
+        &args(Mode::RawSingle, RAW_STREAM),
+        &args(Mode::ProducerSingle, EMIT_STREAM),
+    )
+    .await?;
     let state_ok = state_problems.is_empty();
     Ok(Report {
         scenario,
