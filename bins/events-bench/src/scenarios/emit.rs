@@ -11,16 +11,6 @@ const EMIT_STREAM: &str = "bench:emit";
 
 pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let n = ctx.sizes.events;
-    let args = |mode, stream: &str| WorkerArgs {
-        redis_url: ctx.redis.url(),
-        stream: stream.to_owned(),
-        count: n,
-        seed: ctx.seed,
-        shard: 0,
-        mode,
-        chunk: 500,
-        callers: 1,
-    };
     let Rounds {
         best_raw,
         best_emit,
@@ -29,8 +19,9 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     } = alternate(
         ctx,
         n,
-        &args(Mode::Raw, RAW_STREAM),
-        &args(Mode::Producer, EMIT_STREAM),
+        (500, 1),
+        (Mode::Raw, RAW_STREAM),
+        (Mode::Producer, EMIT_STREAM),
     )
     .await?;
     let ratio = best_emit / best_raw;
@@ -72,12 +63,27 @@ pub(super) struct Rounds {
 /// Runs the ceiling's worker and the producer's worker in alternating rounds
 /// (`emit_rounds`), each into its own stream, which must then hold exactly `n` entries and is
 /// deleted for the next round.
+///
+/// `(chunk, callers)` are the workers' events per pipelined round trip and calls in flight;
+/// `raw` and `emit` the ceiling's and the producer's mode and stream.
 pub(super) async fn alternate(
     ctx: &Ctx,
     n: u64,
-    raw: &WorkerArgs,
-    emit: &WorkerArgs,
+    (chunk, callers): (usize, usize),
+    raw: (Mode, &str),
+    emit: (Mode, &str),
 ) -> anyhow::Result<Rounds> {
+    let args = |(mode, stream): (Mode, &str)| WorkerArgs {
+        redis_url: ctx.redis.url(),
+        stream: stream.to_owned(),
+        count: n,
+        seed: ctx.seed,
+        shard: 0,
+        mode,
+        chunk,
+        callers,
+    };
+    let (raw, emit) = (args(raw), args(emit));
     let mut measured = Rounds {
         best_raw: 0.0,
         best_emit: 0.0,
@@ -96,8 +102,8 @@ pub(super) async fn alternate(
             }
             Ok(out)
         };
-        let raw_out = run(raw, "raw").await?;
-        let emit_out = run(emit, "producer").await?;
+        let raw_out = run(&raw, "raw").await?;
+        let emit_out = run(&emit, "producer").await?;
         let raw_rate = raw_out.events as f64 / raw_out.send_s;
         let emit_rate = emit_out.events as f64 / emit_out.send_s;
         measured.best_raw = measured.best_raw.max(raw_rate);

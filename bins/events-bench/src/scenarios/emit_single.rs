@@ -10,7 +10,7 @@ use serde_json::json;
 use super::Ctx;
 use super::emit::{Rounds, alternate};
 use crate::report::Report;
-use crate::worker::{Mode, WorkerArgs};
+use crate::worker::Mode;
 
 const RAW_STREAM: &str = "bench:raw-single";
 const EMIT_STREAM: &str = "bench:emit-single";
@@ -33,16 +33,6 @@ async fn run(
     ceiling_what: &'static str,
 ) -> anyhow::Result<Report> {
     let n = ctx.sizes.single_events;
-    let args = |mode, stream: &str| WorkerArgs {
-        redis_url: ctx.redis.url(),
-        stream: stream.to_owned(),
-        count: n,
-        seed: ctx.seed,
-        shard: 0,
-        mode,
-        chunk: 1,
-        callers,
-    };
     let Rounds {
         best_raw,
         best_emit,
@@ -51,8 +41,9 @@ async fn run(
     } = alternate(
         ctx,
         n,
-        &args(Mode::RawSingle, RAW_STREAM),
-        &args(Mode::ProducerSingle, EMIT_STREAM),
+        (1, callers),
+        (Mode::RawSingle, RAW_STREAM),
+        (Mode::ProducerSingle, EMIT_STREAM),
     )
     .await?;
     let state_ok = state_problems.is_empty();
