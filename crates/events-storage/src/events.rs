@@ -314,24 +314,19 @@ struct WindowSpan {
     last_seq: Option<i64>,
 }
 
-/// Counts a window's rows (and their `seq` range) on its index, index only, stopping at `cap`.
+/// Counts a window's rows (and their `seq` range) on its index, index only, stopping at `cap`;
+/// `None` when the query has no time window at all.
 fn window_span(
     conn: &Connection,
     since: Option<&str>,
     until: Option<&str>,
     cap: i64,
-) -> Result<WindowSpan> {
+) -> Result<Option<WindowSpan>> {
     let (window, bounds): (&str, Vec<&str>) = match (since, until) {
         (Some(since), Some(until)) => ("timestamp >= ?1 AND timestamp < ?2", vec![since, until]),
         (Some(since), None) => ("timestamp >= ?1", vec![since]),
         (None, Some(until)) => ("timestamp < ?1", vec![until]),
-        (None, None) => {
-            return Ok(WindowSpan {
-                rows: 0,
-                first_seq: None,
-                last_seq: None,
-            });
-        }
+        (None, None) => return Ok(None),
     };
     let cap_param = bounds.len() + 1;
     let mut stmt = conn.prepare_cached(&format!(
@@ -343,13 +338,14 @@ fn window_span(
         .map(|b| SqlValue::Text(b.to_owned()))
         .chain([SqlValue::Integer(cap)])
         .collect();
-    Ok(stmt.query_row(params_from_iter(params.iter()), |r| {
+    let span = stmt.query_row(params_from_iter(params.iter()), |r| {
         Ok(WindowSpan {
             rows: r.get(0)?,
             first_seq: r.get(1)?,
             last_seq: r.get(2)?,
         })
-    })?)
+    })?;
+    Ok(Some(span))
 }
 
 /// The statement and bindings of `q`; `None` when no row can match (an empty time window, or
@@ -376,8 +372,7 @@ fn plan(
     let (since, until) = (q.since.map(timefmt::format), q.until.map(timefmt::format));
     let mut table = "events";
     let mut seq_bounds = None;
-    if since.is_some() || until.is_some() {
-        let span = window_span(conn, since.as_deref(), until.as_deref(), limits.bound)?;
+    if let Some(span) = window_span(conn, since.as_deref(), until.as_deref(), limits.bound)? {
         if span.rows == 0 {
             return Ok(None);
         }
@@ -810,13 +805,20 @@ mod tests {
         let span = |since: Option<i64>, until: Option<i64>, cap| {
             let (since, until) = (since.map(minute), until.map(minute));
             let (since, until) = (since.map(timefmt::format), until.map(timefmt::format));
-            let s = window_span(&conn, since.as_deref(), until.as_deref(), cap).unwrap();
+            let s = window_span(&conn, since.as_deref(), until.as_deref(), cap)
+                .unwrap()
+                .expect("a window");
             (s.rows, s.first_seq, s.last_seq)
         };
         assert_eq!(span(Some(0), Some(40), 100), (40, Some(1), Some(40)));
         assert_eq!(span(None, Some(3), 100), (3, Some(1), Some(3)));
         assert_eq!(span(Some(39), None, 100), (1, Some(40), Some(40)));
         assert_eq!(span(Some(40), None, 100), (0, None, None));
+        assert_eq!(
+            window_span(&conn, None, None, 100).unwrap(),
+            None,
+            "no window"
+        );
         assert_eq!(
             span(Some(0), None, 7),
             (7, Some(1), Some(7)),
