@@ -168,12 +168,17 @@ pub(crate) fn rss_kib(pid: u32) -> Option<(u64, u64)> {
 /// On a shared machine wall-clock rates understate the code; events per CPU-second of the
 /// process that does the work is the steadier figure (10 ms resolution, `CLK_TCK` = 100).
 pub(crate) fn cpu_s(pid: u32) -> Option<f64> {
-    cpu_split(&format!("/proc/{pid}/stat")).map(|(user, sys)| user + sys)
+    cpu_split(pid).map(|(user, sys)| user + sys)
 }
 
-/// User and kernel CPU seconds of a process from its `/proc/.../stat` file: the kernel share
-/// tells syscall and wake-up overhead apart from the work itself.
-pub(crate) fn cpu_split(stat_path: &str) -> Option<(f64, f64)> {
+/// User and kernel CPU seconds of a process: the kernel share tells syscall and wake-up
+/// overhead apart from the work itself.
+pub(crate) fn cpu_split(pid: u32) -> Option<(f64, f64)> {
+    stat_cpu(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// User and kernel CPU seconds from a `/proc/.../stat` file (a process's or a thread's).
+fn stat_cpu(stat_path: &Path) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(stat_path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -183,8 +188,9 @@ pub(crate) fn cpu_split(stat_path: &str) -> Option<(f64, f64)> {
     Some((utime / 100.0, stime / 100.0))
 }
 
-/// CPU seconds (user, kernel) of each of a process's threads, busiest first: the daemon's
-/// storage writer is a single thread, so its share says whether it or the cores bound a run.
+/// CPU seconds (user, kernel) of each of a process's threads, busiest first: which kind of
+/// work (the daemon's runtime threads, on which the storage writer's batches run, or its
+/// checkpointer) took the cores, and how much of it in the kernel.
 pub(crate) fn thread_cpu(pid: u32) -> Vec<(String, f64, f64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
@@ -194,7 +200,7 @@ pub(crate) fn thread_cpu(pid: u32) -> Vec<(String, f64, f64)> {
         .filter_map(|task| {
             let dir = task.path();
             let name = std::fs::read_to_string(dir.join("comm")).ok()?;
-            let (user, sys) = cpu_split(dir.join("stat").to_str()?)?;
+            let (user, sys) = stat_cpu(&dir.join("stat"))?;
             Some((name.trim().to_owned(), user, sys))
         })
         .filter(|(_, user, sys)| user + sys > 0.0)

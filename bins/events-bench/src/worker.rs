@@ -154,12 +154,11 @@ where
 /// Spawns the worker as a child process of this same binary.
 pub(crate) fn spawn(args: &WorkerArgs) -> anyhow::Result<tokio::process::Child> {
     let exe = std::env::current_exe()?;
-    let mode = match args.mode {
-        Mode::Producer => "producer",
-        Mode::Raw => "raw",
-        Mode::ProducerSingle => "producer-single",
-        Mode::RawSingle => "raw-single",
-    };
+    // the name clap parses back on the other side
+    let mode = args
+        .mode
+        .to_possible_value()
+        .ok_or_else(|| anyhow::anyhow!("mode {:?} has no command-line name", args.mode))?;
     let child = tokio::process::Command::new(exe)
         .arg("__emit-worker")
         .args(["--redis-url", &args.redis_url, "--stream", &args.stream])
@@ -169,7 +168,12 @@ pub(crate) fn spawn(args: &WorkerArgs) -> anyhow::Result<tokio::process::Child> 
             "--seed",
             &args.seed.to_string(),
         ])
-        .args(["--shard", &args.shard.to_string(), "--mode", mode])
+        .args([
+            "--shard",
+            &args.shard.to_string(),
+            "--mode",
+            mode.get_name(),
+        ])
         .args(["--chunk", &args.chunk.to_string()])
         .args(["--callers", &args.callers.to_string()])
         .stdout(std::process::Stdio::piped())

@@ -68,12 +68,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         },
     )
     .await?;
-    let (redis_cpu0, daemon_cpu0) = (
-        cpu_s(redis_pid).unwrap_or(0.0),
-        cpu_s(daemon.pid()).unwrap_or(0.0),
-    );
-    let daemon_stat = format!("/proc/{}/stat", daemon.pid());
-    let daemon_sys0 = cpu_split(&daemon_stat).map_or(0.0, |(_, sys)| sys);
+    let redis_cpu0 = cpu_s(redis_pid).unwrap_or(0.0);
+    let (daemon_user0, daemon_sys0) = cpu_split(daemon.pid()).unwrap_or_default();
     let started = Instant::now();
     let child = worker::spawn(&args(Mode::Producer, STREAM))?;
     let mut lag_samples = Vec::new();
@@ -101,8 +97,9 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         Ok(done) => done,
         Err(e) => anyhow::bail!("{e:#}\ndaemon log:\n{}", daemon.log_tail()),
     };
-    let daemon_cpu = cpu_s(daemon.pid()).unwrap_or(0.0) - daemon_cpu0;
-    let daemon_sys_cpu = cpu_split(&daemon_stat).map_or(0.0, |(_, sys)| sys) - daemon_sys0;
+    let (daemon_user, daemon_sys) = cpu_split(daemon.pid()).unwrap_or_default();
+    let daemon_sys_cpu = daemon_sys - daemon_sys0;
+    let daemon_cpu = daemon_user - daemon_user0 + daemon_sys_cpu;
     // Since the daemon started (its start-up is a few milliseconds): the busiest threads.
     let daemon_threads: Vec<_> = thread_cpu(daemon.pid())
         .into_iter()

@@ -11,12 +11,7 @@ const EMIT_STREAM: &str = "bench:emit";
 
 pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let n = ctx.sizes.events;
-    let Rounds {
-        best_raw,
-        best_emit,
-        rounds,
-        state_problems,
-    } = alternate(
+    let measured = alternate(
         ctx,
         n,
         (500, 1),
@@ -24,8 +19,9 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
         (Mode::Producer, EMIT_STREAM),
     )
     .await?;
+    let (best_emit, best_raw) = (measured.best_emit, measured.best_raw);
     let ratio = best_emit / best_raw;
-    let state_ok = state_problems.is_empty();
+    let (state_ok, state) = measured.verdict(n);
     Ok(Report {
         scenario: "emit",
         quick: ctx.quick,
@@ -39,12 +35,8 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             Target::at_least("ratio", ratio, 0.9),
         ],
         state_ok,
-        state: if state_ok {
-            format!("{n} entries in the stream per run")
-        } else {
-            state_problems.join("; ")
-        },
-        details: json!({ "events": n, "chunk": 500, "rounds": rounds,
+        state,
+        details: json!({ "events": n, "chunk": 500, "rounds": measured.rounds,
             "note": "rates count send time only (emit_batch calls vs pipelined XADD of pre-encoded fields); emit_wall includes building the envelopes" }),
     })
 }
@@ -58,6 +50,17 @@ pub(super) struct Rounds {
     pub(super) rounds: Vec<serde_json::Value>,
     /// Streams that did not end with `n` entries.
     pub(super) state_problems: Vec<String>,
+}
+
+impl Rounds {
+    /// The report's final-state verdict: every stream held its `n` entries, or what did not.
+    pub(super) fn verdict(&self, n: u64) -> (bool, String) {
+        if self.state_problems.is_empty() {
+            (true, format!("{n} entries in the stream per run"))
+        } else {
+            (false, self.state_problems.join("; "))
+        }
+    }
 }
 
 /// Runs the ceiling's worker and the producer's worker in alternating rounds

@@ -8,7 +8,7 @@
 use serde_json::json;
 
 use super::Ctx;
-use super::emit::{Rounds, alternate};
+use super::emit::alternate;
 use crate::report::Report;
 use crate::worker::Mode;
 
@@ -33,12 +33,7 @@ async fn run(
     ceiling_what: &'static str,
 ) -> anyhow::Result<Report> {
     let n = ctx.sizes.single_events;
-    let Rounds {
-        best_raw,
-        best_emit,
-        rounds,
-        state_problems,
-    } = alternate(
+    let measured = alternate(
         ctx,
         n,
         (1, callers),
@@ -46,24 +41,20 @@ async fn run(
         (Mode::ProducerSingle, EMIT_STREAM),
     )
     .await?;
-    let state_ok = state_problems.is_empty();
+    let (state_ok, state) = measured.verdict(n);
     Ok(Report {
         scenario,
         quick: ctx.quick,
-        value: best_emit,
+        value: measured.best_emit,
         unit: "events/s",
-        ceiling: Some(best_raw),
+        ceiling: Some(measured.best_raw),
         ceiling_what,
-        ratio: Some(best_emit / best_raw),
+        ratio: Some(measured.best_emit / measured.best_raw),
         // the issue sets no target for single emits; the brief asks for the rate
         targets: Vec::new(),
         state_ok,
-        state: if state_ok {
-            format!("{n} entries in the stream per run")
-        } else {
-            state_problems.join("; ")
-        },
-        details: json!({ "events": n, "callers": callers, "rounds": rounds,
+        state,
+        details: json!({ "events": n, "callers": callers, "rounds": measured.rounds,
             "note": "rates count send time only (emit calls vs XADD of pre-encoded fields)" }),
     })
 }
