@@ -99,6 +99,11 @@ impl Daemon {
         self.dir.path().join("events.db")
     }
 
+    /// SQLite's write-ahead log beside [`Self::db_path`].
+    pub(crate) fn wal_path(&self) -> PathBuf {
+        self.dir.path().join("events.db-wal")
+    }
+
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -1,6 +1,7 @@
 //! [`EventDb`]: one writer connection, a pool of readers, and the transaction types.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ struct Inner {
     /// Wakes the background checkpointer after a commit (capacity 1: a wake-up already
     /// queued covers later commits too). Dropping it stops the checkpointer thread.
     checkpoint_kick: std::sync::mpsc::SyncSender<()>,
+    /// Checkpoints the background checkpointer has run.
+    checkpoints: Arc<AtomicU64>,
     /// Keeps the directory of [`EventDb::open_in_memory`] alive as long as the handle.
     _tempdir: Option<tempfile::TempDir>,
 }
@@ -152,29 +155,43 @@ const WAL_KEPT_BYTES: i64 = 256 * 1024 * 1024;
 /// The writer connection's page cache in KiB (why this size: see `open_writer`).
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
+/// How long the checkpointer waits after a commit woke it, so that the commits of those
+/// milliseconds share one checkpoint.
+///
+/// A checkpoint copies the newest version of every page the WAL gained since the last one
+/// and then `fsync`s the WAL and the database file. Run straight after every commit
+/// (sessions 17–24), its burst of work — mostly kernel time: page copies, writeback — came
+/// exactly when the commit's pushes and the next read wanted the two cores, and at 5,000
+/// events/s in small batches it meant hundreds of `fsync` pairs a second. Measured with 5 ms
+/// against none (docs/benchmarks.md, session 25; same host, alternating): latency at 5,000
+/// events/s p50 0.770–0.779 against 0.909–0.922 ms, p99 1.45–1.51 against 1.59–1.67 ms; e2e
+/// the same (47.9k / 48.3k against 48.9k / 48.2k events/s, the same daemon CPU) with the
+/// largest WAL 330–373 against 680–742 MB. Longer waits copy a page rewritten by several
+/// batches back fewer times (20 ms: the checkpointer's kernel time −20 %, 100 ms: −50 %) but
+/// make each checkpoint a longer burst, and the tail grew: p99 1.9–2.3 ms at 20 ms, 2.5 ms
+/// at 50 ms (17–25 ms at 40 ms in session 17, before the checkpointer was batch work and the
+/// WAL was written in large writes), without a faster e2e.
+pub const CHECKPOINT_DELAY: Duration = Duration::from_millis(5);
+
 /// Starts the thread that checkpoints the WAL in the background (`PRAGMA
 /// wal_checkpoint(PASSIVE)` on its own connection), woken after commits through the
-/// returned sender and stopped when it is dropped.
+/// returned sender and stopped when it is dropped; it counts its checkpoints in
+/// `checkpoints`.
 ///
-/// It checkpoints as soon as it is woken, and commits made while it works fold into one
-/// more wake-up (the channel holds one), so under load it runs back to back, each run
-/// copying only what the last few commits wrote. Waiting after a wake-up to let commits
-/// accumulate (40 ms until session 17) copied a page rewritten by several batches back only
-/// once, but made each checkpoint bigger, and the bigger a checkpoint's copy and fsync, the
-/// longer the commits made meanwhile are delayed (mostly below the writer's own system
-/// calls, which rarely blocked long; with the data on tmpfs there was no such tail). At
-/// 5,000 events/s the notification latency p99 was 17-25 ms with a 40 ms wait, 11-13 ms
-/// with 15 ms, 4.5-8 ms with 5 ms and 2.0 ms with none, for ~3 % more daemon CPU in the e2e
-/// benchmark (docs/benchmarks.md, session 17). Checkpoints that catch up between commits
-/// also let the writer restart the WAL from its beginning, so at such rates the WAL stays
-/// small instead of growing to the backstop.
+/// Woken, it waits [`CHECKPOINT_DELAY`] and then checkpoints everything committed so far;
+/// commits made while it works wake it again (the channel holds one wake-up). Checkpoints
+/// that keep up also let the writer restart the WAL from its beginning, so the WAL stays
+/// far below the writer's own backstop threshold.
 ///
 /// The benchmark profile showed SQLite's automatic checkpoints (page copies plus an
 /// fsync, run inside whichever commit crossed the threshold) as ~14 % of the writer's time;
 /// here they overlap the writer instead of delaying it. PASSIVE never blocks the writer or
 /// readers: it copies what no reader still needs, and the writer restarts the WAL from the
 /// beginning once everything has been copied.
-fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
+fn spawn_checkpointer(
+    path: &Path,
+    checkpoints: Arc<AtomicU64>,
+) -> Result<std::sync::mpsc::SyncSender<()>> {
     let err = open_error(path);
     let conn = Connection::open(path).map_err(&err)?;
     configure_common(&conn).map_err(&err)?;
@@ -189,11 +206,15 @@ fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
                 tracing::debug!(%error, "the checkpointer keeps the default scheduling policy");
             }
             while woken.recv().is_ok() {
+                std::thread::sleep(CHECKPOINT_DELAY);
+                // The wake-ups of the commits made meanwhile: this checkpoint covers them.
+                let _ = woken.try_recv();
                 if let Err(error) =
                     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 {
                     tracing::debug!(path = %file, %error, "background checkpoint failed; the next commit retries");
                 }
+                checkpoints.fetch_add(1, Ordering::Relaxed);
             }
         })
         .map_err(|source| StorageError::Io {
@@ -311,7 +332,8 @@ impl EventDb {
             .build()
             .map_err(|e| StorageError::Pool(e.to_string()))?;
         let (commits, _) = watch::channel(0);
-        let checkpoint_kick = spawn_checkpointer(&path)?;
+        let checkpoints = Arc::new(AtomicU64::new(0));
+        let checkpoint_kick = spawn_checkpointer(&path, Arc::clone(&checkpoints))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -320,6 +342,7 @@ impl EventDb {
                 readers,
                 commits,
                 checkpoint_kick,
+                checkpoints,
                 _tempdir: tempdir,
             }),
         })
@@ -340,6 +363,13 @@ impl EventDb {
     /// embedded source and SSE wait on it instead of polling.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.subscribe()
+    }
+
+    /// How many checkpoints (WAL pages copied back into the database file) the background
+    /// checkpointer has run: fewer than commits, as the commits of [`CHECKPOINT_DELAY`] share
+    /// one.
+    pub fn checkpoints_run(&self) -> u64 {
+        self.inner.checkpoints.load(Ordering::Relaxed)
     }
 
     /// How many write transactions have committed so far (the value [`EventDb::commits`]
@@ -523,7 +553,7 @@ impl EventDb {
 }
 
 /// Source of [`WriteTx::transaction_id`].
-static NEXT_TRANSACTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_TRANSACTION_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Inner {
     fn write_blocking<T, E, F, G>(&self, f: F, after_commit: G) -> Result<T, E>
@@ -543,7 +573,7 @@ impl Inner {
         let mut wtx = WriteTx {
             statements: TxStatements::new(&conn),
             tx,
-            id: NEXT_TRANSACTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: NEXT_TRANSACTION_ID.fetch_add(1, Ordering::Relaxed),
             received_at: timefmt::format(timefmt::now()),
             // the writer lock is held, so no other commit can come in between
             number: *self.commits.borrow() + 1,

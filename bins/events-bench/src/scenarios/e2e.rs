@@ -75,7 +75,9 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
     let mut lag_samples = Vec::new();
     let mut next_sample = Instant::now();
     let mut peak_rss = 0u64;
+    let mut peak_wal = 0u64;
     let pid = daemon.pid();
+    let wal = daemon.wal_path();
     let done = verify::wait_for_sentinels(&daemon.db_path(), 1, ctx.sizes.settle_timeout, || {
         if Instant::now() >= next_sample {
             next_sample += Duration::from_millis(500);
@@ -89,6 +91,10 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             }
             if let Some((rss, _)) = rss_kib(pid) {
                 peak_rss = peak_rss.max(rss);
+            }
+            // How far the WAL grows is what checkpointing trades for its cost.
+            if let Ok(meta) = std::fs::metadata(&wal) {
+                peak_wal = peak_wal.max(meta.len());
             }
         }
     })
@@ -149,6 +155,7 @@ pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<Report> {
             "max_backlog": max_backlog,
             "lag_over_time": lag_series,
             "daemon_peak_rss_mib": peak_rss / 1024,
+            "wal_peak_mib": peak_wal / (1024 * 1024),
             "daemon_cpu_s": daemon_cpu,
             "daemon_sys_cpu_s": daemon_sys_cpu,
             "daemon_threads": daemon_threads,

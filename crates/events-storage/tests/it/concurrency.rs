@@ -283,6 +283,44 @@ async fn the_background_checkpointer_keeps_the_wal_small() {
     );
 }
 
+/// Commits that follow each other within `CHECKPOINT_DELAY` share one checkpoint: each
+/// checkpoint starts at least that long after the previous one ended, so however slow the
+/// machine, no more than `elapsed / CHECKPOINT_DELAY + 1` can have run. (That they copy
+/// everything back: `the_background_checkpointer_keeps_the_wal_small`.)
+#[tokio::test]
+async fn commits_close_together_share_a_checkpoint() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let started = std::time::Instant::now();
+    let commits = 200u32;
+    for i in 0..commits {
+        db.write(move |tx| {
+            tx.insert_notification(&new_notification(i as usize))
+                .map(drop)
+        })
+        .await
+        .unwrap();
+    }
+    // the last wake-up's checkpoint
+    let deadline = started + std::time::Duration::from_secs(30);
+    tokio::time::sleep(events_storage::CHECKPOINT_DELAY * 3).await;
+    while db.checkpoints_run() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint ran in 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    let run = db.checkpoints_run();
+    let most = elapsed.as_millis() / events_storage::CHECKPOINT_DELAY.as_millis() + 1;
+    assert!(
+        u128::from(run) <= most,
+        "{run} checkpoints for {commits} commits in {elapsed:?}: at most {most} if each waits \
+         {:?}",
+        events_storage::CHECKPOINT_DELAY
+    );
+}
+
 /// A reader that panics poisons its pooled connection; the pool must throw it away on the
 /// next checkout instead of handing it out again (every read after would fail).
 #[tokio::test]
