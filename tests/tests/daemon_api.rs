@@ -753,6 +753,61 @@ async fn openapi_is_openapi_3_and_covers_every_route() {
     assert_eq!(metrics.status(), 200);
 }
 
+/// The value of an unlabelled counter in Prometheus text, if it is there.
+fn counter(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+}
+
+/// `/metrics` carries the storage layer's own counts: its commits, and the background
+/// checkpoints that copy them back into the database file (fewer: the commits of a few
+/// milliseconds share one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_storage_commits_and_checkpoints() {
+    let daemon = DaemonProcess::start();
+    let base = daemon.url();
+    let http = client();
+    let accepted = post(
+        &http,
+        format!("{base}/api/events"),
+        None,
+        &todo_created("metrics-1"),
+    )
+    .await;
+    assert_eq!(accepted.status(), 202);
+    wait_for_notification(&http, &base, None, "metrics-1").await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let commits = counter(&text, "events_storage_commits_total");
+        let checkpoints = counter(&text, "events_storage_checkpoints_total");
+        // the ingest's append and the processor's batch at least
+        if let (Some(commits), Some(checkpoints)) = (commits, checkpoints)
+            && commits >= 2.0
+            && checkpoints >= 1.0
+        {
+            assert!(
+                checkpoints <= commits,
+                "{checkpoints} checkpoints for {commits} commits"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "commits {commits:?}, checkpoints {checkpoints:?} in /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_cleanly_and_loses_no_accepted_event() {
     let mut daemon = DaemonProcess::start();

@@ -32,6 +32,14 @@ fn describe() {
         "events_ingested_total",
         "events accepted by POST /api/events"
     );
+    metrics::describe_counter!(
+        "events_storage_commits_total",
+        "write transactions committed to the database"
+    );
+    metrics::describe_counter!(
+        "events_storage_checkpoints_total",
+        "background checkpoints (WAL pages copied back into the database file); the commits of a few milliseconds share one"
+    );
     metrics::describe_gauge!("events_ws_connections", "open WebSocket connections");
     metrics::describe_gauge!("events_sse_connections", "open SSE streams");
     metrics::describe_counter!(

@@ -101,6 +101,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, A
         ApiError::Unavailable("metrics recorder not installed in this process".to_owned())
     })?;
     metrics::gauge!("events_push_published_seq").set(state.hub.published_seq() as f64);
+    // Kept by the storage layer itself (it records no metrics): read at scrape time.
+    metrics::counter!("events_storage_commits_total").absolute(state.db.commit_count());
+    metrics::counter!("events_storage_checkpoints_total").absolute(state.db.checkpoints_run());
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle.render(),
