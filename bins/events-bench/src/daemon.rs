@@ -99,9 +99,11 @@ impl Daemon {
         self.dir.path().join("events.db")
     }
 
-    /// SQLite's write-ahead log beside [`Self::db_path`].
+    /// SQLite's write-ahead log: [`Self::db_path`] with `-wal` appended.
     pub(crate) fn wal_path(&self) -> PathBuf {
-        self.dir.path().join("events.db-wal")
+        let mut path = self.db_path().into_os_string();
+        path.push("-wal");
+        path.into()
     }
 
     pub(crate) fn pid(&self) -> u32 {
