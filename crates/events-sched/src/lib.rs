@@ -1,4 +1,4 @@
-//! Scheduling policy for the daemon's background threads.
+//! Scheduling policy for the daemon's background threads and its storage writer.
 //!
 //! The storage layer checkpoints its write-ahead log on a thread of its own, woken after
 //! every commit. On a small machine that wake-up competed for the cores with the work the
@@ -12,9 +12,16 @@
 //! full load, and as only one checkpoint can run at a time the writer's own backstop
 //! checkpoint could not run either — the WAL grew to 1.8 GB.
 //!
+//! The storage writer is the other side of the same trade ([`favour_current_thread`]): its
+//! single thread runs every transaction, so whatever preempts it delays every event behind
+//! it. That thread runs at a raised priority for its whole life (`nice` −10 when the process
+//! may lower its niceness; docs/benchmarks.md, session 26: e2e slightly up, the latency
+//! benchmark's p99 about half — fewer preemptions of the writer in the phase where the
+//! emitter, Redis and the daemon share the two cores).
+//!
 //! What this is not: a priority scheme or a thread pool. It changes how the kernel treats
-//! the calling thread and nothing else; on systems without `SCHED_BATCH` it reports
-//! [`std::io::ErrorKind::Unsupported`] and the caller carries on as before.
+//! the calling thread and nothing else; where a call is not possible (another system, no
+//! permission to raise a priority) it reports an error and the caller carries on as before.
 
 use std::io;
 
@@ -46,15 +53,124 @@ pub fn mark_current_thread_as_batch() -> io::Result<()> {
     }
 }
 
+/// The calling thread's nice value, now raised to `nice`, until the returned guard is
+/// dropped (which puts the previous value back).
+///
+/// Linux keeps the nice value per thread, so only the calling thread changes. Lowering a
+/// nice value needs `CAP_SYS_NICE` or a high enough `RLIMIT_NICE`; without either this
+/// returns the permission error and changes nothing. A `nice` at or above the current value
+/// changes nothing either (the guard then restores nothing): this raises, never lowers.
+pub fn favour_current_thread(nice: i32) -> io::Result<Favoured> {
+    #[cfg(target_os = "linux")]
+    {
+        let previous = current_thread_nice()?;
+        if nice < previous {
+            set_current_thread_nice(nice)?;
+        }
+        Ok(Favoured {
+            restore: (nice < previous).then_some(previous),
+            _not_send: std::marker::PhantomData,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "per-thread nice values are a Linux feature",
+        ))
+    }
+}
+
+/// A thread favoured by [`favour_current_thread`]; dropping it restores the nice value the
+/// thread had before. Not `Send`: it must be dropped on the thread it changed.
+#[derive(Debug)]
+#[must_use = "dropping the guard restores the priority at once"]
+pub struct Favoured {
+    restore: Option<i32>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Favoured {
+    /// The nice value the thread runs at now, `None` if it was not changed.
+    pub fn raised_to(&self) -> Option<i32> {
+        self.restore.and_then(|_| current_thread_nice().ok())
+    }
+}
+
+impl Drop for Favoured {
+    fn drop(&mut self) {
+        if let Some(previous) = self.restore {
+            // Raising a nice value (giving priority back) is always permitted.
+            let _ = set_current_thread_nice(previous);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn current_thread_nice() -> io::Result<i32> {
+    // SAFETY: `__errno_location` returns the calling thread's errno slot, valid for the
+    // thread's life; `getpriority` reads scheduler state only. -1 is a valid nice value, so
+    // errno (cleared first) tells a failure from it.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let error = io::Error::last_os_error();
+    if nice == -1 && error.raw_os_error().is_some_and(|code| code != 0) {
+        Err(error)
+    } else {
+        Ok(nice)
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_current_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: plain system call; `who` 0 = the calling thread (Linux keeps nice per thread).
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn current_thread_nice() -> io::Result<i32> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "per-thread nice values are a Linux feature",
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_current_thread_nice(_nice: i32) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "per-thread nice values are a Linux feature",
+    ))
+}
+
+/// The nice value of a thread of this process as `/proc` reports it (field 19 of
+/// `/proc/self/task/<tid>/stat`), for tests and diagnostics.
+pub fn thread_nice(tid: u32) -> io::Result<i32> {
+    stat_field(tid, 19)
+}
+
 /// The scheduling policy of a thread of this process as `/proc` reports it (`policy`, field
 /// 41 of `/proc/self/task/<tid>/stat`: 0 = default, 3 = batch), for tests and diagnostics.
 pub fn thread_policy(tid: u32) -> io::Result<u32> {
+    stat_field(tid, 41)
+}
+
+/// Field `number` (1-based, as `man 5 proc` counts) of `/proc/self/task/<tid>/stat`.
+fn stat_field<T: std::str::FromStr>(tid: u32, number: usize) -> io::Result<T> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))?;
     let invalid = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat format");
     // Fields after the parenthesised command name start at field 3.
     let rest = &stat[stat.rfind(')').ok_or_else(invalid)? + 2..];
     rest.split_whitespace()
-        .nth(41 - 3)
+        .nth(number - 3)
         .and_then(|field| field.parse().ok())
         .ok_or_else(invalid)
 }
@@ -91,5 +207,63 @@ mod tests {
             before,
             "other threads untouched"
         );
+    }
+
+    /// Whether this process may lower a nice value (root, `CAP_SYS_NICE`, `RLIMIT_NICE`):
+    /// tried on a throwaway thread.
+    fn may_raise_priority() -> bool {
+        std::thread::spawn(|| {
+            let now = current_thread_nice().unwrap();
+            set_current_thread_nice(now - 1).is_ok()
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_favoured_thread_gets_its_nice_value_back_and_others_are_untouched() {
+        let main_tid = current_tid();
+        let main_before = thread_nice(main_tid).unwrap();
+        let permitted = may_raise_priority();
+        let (before, during, after) = std::thread::spawn(move || {
+            let tid = current_tid();
+            let before = thread_nice(tid).unwrap();
+            let guard = favour_current_thread(before - 5);
+            let during = thread_nice(tid).unwrap();
+            match &guard {
+                Ok(guard) => assert_eq!(guard.raised_to(), Some(before - 5)),
+                Err(e) => assert!(!permitted, "refused although permitted: {e}"),
+            }
+            drop(guard);
+            (before, during, thread_nice(tid).unwrap())
+        })
+        .join()
+        .unwrap();
+        if permitted {
+            assert_eq!(during, before - 5, "raised while the guard lives");
+        } else {
+            assert_eq!(during, before, "a refused raise changes nothing");
+        }
+        assert_eq!(after, before, "restored when the guard drops");
+        assert_eq!(
+            thread_nice(main_tid).unwrap(),
+            main_before,
+            "other threads untouched"
+        );
+    }
+
+    #[test]
+    fn favouring_never_lowers_a_priority() {
+        std::thread::spawn(|| {
+            let tid = current_tid();
+            let before = thread_nice(tid).unwrap();
+            let guard = favour_current_thread(before + 3).unwrap();
+            assert_eq!(guard.raised_to(), None);
+            assert_eq!(thread_nice(tid).unwrap(), before);
+            drop(guard);
+            assert_eq!(thread_nice(tid).unwrap(), before);
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -1,8 +1,8 @@
 //! [`EventDb`]: one writer connection, a pool of readers, and the transaction types.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{Metrics, RecycleError, RecycleResult};
@@ -45,10 +45,10 @@ const READ_MMAP_BYTES: i64 = 1 << 30;
 
 /// Handle to the daemon's database. Cheap to clone (an `Arc` inside).
 ///
-/// All writes go through [`EventDb::write`] on a single dedicated connection guarded by a
-/// `std::sync::Mutex`, so writers queue in-process instead of fighting for SQLite's lock
-/// (no `database is locked` under load); reads use a pool of read-only connections and never
-/// wait for the writer (WAL).
+/// All writes go through [`EventDb::write`] to a single connection owned by one writer
+/// thread, so writers queue in-process instead of fighting for SQLite's lock (no `database
+/// is locked` under load); reads use a pool of read-only connections and never wait for the
+/// writer (WAL).
 #[derive(Debug, Clone)]
 pub struct EventDb {
     inner: Arc<Inner>,
@@ -58,12 +58,12 @@ pub struct EventDb {
 struct Inner {
     path: PathBuf,
     epoch: String,
-    writer: Mutex<Connection>,
+    /// The writer thread's queue; `None` once `Drop` has closed it.
+    writer: Option<std::sync::mpsc::Sender<WriteJob>>,
+    /// The writer thread, joined when the last handle drops (the connection closes with it).
+    writer_thread: Option<std::thread::JoinHandle<()>>,
     readers: deadpool::managed::Pool<ReadConnections>,
-    commits: watch::Sender<u64>,
-    /// Wakes the background checkpointer after a commit (capacity 1: a wake-up already
-    /// queued covers later commits too). Dropping it stops the checkpointer thread.
-    checkpoint_kick: std::sync::mpsc::SyncSender<()>,
+    commits: Arc<watch::Sender<u64>>,
     /// Checkpoints the background checkpointer has run.
     checkpoints: Arc<AtomicU64>,
     /// Keeps the directory of [`EventDb::open_in_memory`] alive as long as the handle.
@@ -331,17 +331,25 @@ impl EventDb {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StorageError::Pool(e.to_string()))?;
-        let (commits, _) = watch::channel(0);
+        let commits = Arc::new(watch::channel(0).0);
         let checkpoints = Arc::new(AtomicU64::new(0));
         let checkpoint_kick = spawn_checkpointer(&path, Arc::clone(&checkpoints))?;
+        let (jobs, writer_thread) = spawn_writer(
+            &path,
+            Writer {
+                conn: writer,
+                commits: Arc::clone(&commits),
+                checkpoint_kick,
+            },
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 epoch,
-                writer: Mutex::new(writer),
+                writer: Some(jobs),
+                writer_thread: Some(writer_thread),
                 readers,
                 commits,
-                checkpoint_kick,
                 checkpoints,
                 _tempdir: tempdir,
             }),
@@ -379,13 +387,15 @@ impl EventDb {
         *self.inner.commits.borrow()
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, on a blocking
-    /// thread; commits if it returns `Ok`, rolls back if it returns `Err` (or panics).
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, on the writer
+    /// thread (after the writes asked for before it); commits if it returns `Ok`, rolls back
+    /// if it returns `Err` (or panics: that comes back as [`StorageError::Task`]).
     ///
     /// This is the batch API: put a whole batch's writes in one call — one commit, one fsync
-    /// at checkpoint. The closure may block (the processor calls `Handle::block_on` in it to
-    /// run async cartridges) but must not call `EventDb::write` itself: the writer is held
-    /// for the duration and that would deadlock.
+    /// at checkpoint. The closure runs inside the calling task's runtime context and may
+    /// block (the processor calls `Handle::block_on` in it to run async cartridges) but must
+    /// not call `EventDb::write` itself: that write would queue behind this one on the same
+    /// thread, and both would wait forever.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
@@ -414,10 +424,38 @@ impl EventDb {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.write_blocking(f, after_commit))
-            .await
-            .map_err(|e| E::from(StorageError::Task(e.to_string())))?
+        let (done, result) = tokio::sync::oneshot::channel();
+        // The closure runs inside the caller's runtime, as it would on a blocking-pool
+        // thread: `Handle::current()`, timers and `block_on` there mean the caller's runtime.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let job: WriteJob = Box::new(move |writer: &Writer| {
+            let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
+            // The transaction rolls back while a panic unwinds (its guard drops), so the
+            // connection stays sound for the next job; the caller gets the panic as an error.
+            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                writer.write(f, after_commit)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(E::from(StorageError::Task(format!(
+                    "a write transaction panicked: {}",
+                    panic_message(panic.as_ref())
+                ))))
+            });
+            // the caller may have stopped waiting; the transaction's outcome stands
+            let _ = done.send(out);
+        });
+        let stopped = || {
+            E::from(StorageError::Task(
+                "the storage writer thread has stopped".into(),
+            ))
+        };
+        self.inner
+            .writer
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` on a pooled read-only connection inside one read transaction, so everything
@@ -552,30 +590,112 @@ impl EventDb {
     }
 }
 
+/// The nice value the writer's thread runs its transactions at (`events-sched`): every
+/// event waits behind the single writer, so on a machine whose cores the daemon shares (the
+/// e2e benchmark: emitter, Redis and daemon on two cores) the writer should be the last
+/// thread to give way (docs/benchmarks.md, session 26: e2e slightly up, latency p99 lower).
+pub const WRITER_NICE: i32 = -10;
+
+/// Favours the calling (writer) thread for the guard's life; where the process may not
+/// raise a priority, says so once and runs at the normal one.
+fn favour_writer_thread() -> Option<events_sched::Favoured> {
+    static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+    match events_sched::favour_current_thread(WRITER_NICE) {
+        Ok(favoured) => Some(favoured),
+        Err(error) => {
+            if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::info!(%error, nice = WRITER_NICE, "the storage writer runs at the normal priority (raising it is not permitted here)");
+            }
+            None
+        }
+    }
+}
+
 /// Source of [`WriteTx::transaction_id`].
 static NEXT_TRANSACTION_ID: AtomicU64 = AtomicU64::new(1);
 
-impl Inner {
-    fn write_blocking<T, E, F, G>(&self, f: F, after_commit: G) -> Result<T, E>
+/// A job for the writer thread: one write transaction, its result sent back by the job.
+type WriteJob = Box<dyn FnOnce(&Writer) + Send>;
+
+/// What the writer thread owns: the one write connection and what a commit announces.
+struct Writer {
+    conn: Connection,
+    commits: Arc<watch::Sender<u64>>,
+    /// Wakes the background checkpointer after a commit (capacity 1: a wake-up already
+    /// queued covers later commits too). Dropped with the writer thread, which stops the
+    /// checkpointer thread.
+    checkpoint_kick: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Starts the thread that runs every write transaction, one after another, in the order
+/// they were asked for; it stops when the returned sender is dropped.
+///
+/// One long-lived thread rather than a blocking-pool thread per write: it is favoured by the
+/// scheduler for its whole life ([`WRITER_NICE`]) without two priority changes per commit,
+/// and it shows up under its own name in `top -H` and in the benchmark's thread figures.
+fn spawn_writer(
+    path: &Path,
+    writer: Writer,
+) -> Result<(
+    std::sync::mpsc::Sender<WriteJob>,
+    std::thread::JoinHandle<()>,
+)> {
+    let (jobs, queue) = std::sync::mpsc::channel::<WriteJob>();
+    let thread = std::thread::Builder::new()
+        .name("events-writer".into())
+        .spawn(move || {
+            let _favoured = favour_writer_thread();
+            while let Ok(job) = queue.recv() {
+                job(&writer);
+            }
+        })
+        .map_err(|source| StorageError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok((jobs, thread))
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer thread after the job it runs; joining it closes
+        // the write connection before the handle is gone (and the temporary directory of
+        // `open_in_memory` with it). Not from the writer thread itself: a job that held the
+        // last handle drops it there, and the thread ends on its own right after.
+        self.writer = None;
+        if let Some(thread) = self.writer_thread.take()
+            && thread.thread().id() != std::thread::current().id()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    fn write<T, E, F, G>(&self, f: F, after_commit: G) -> Result<T, E>
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
         G: FnOnce(&T),
         E: From<StorageError>,
     {
-        // A panic inside a previous closure poisoned the mutex, but its transaction was rolled
-        // back when the `Transaction` dropped during unwinding: the connection is sound.
-        let conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = &self.conn;
         // Not `transaction_with_behavior`, which borrows the connection mutably for the
-        // transaction's life: the held statements borrow it too. The writer mutex is what
-        // rules out a nested transaction here.
-        let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
+        // transaction's life: the held statements borrow it too. This thread runs one job at
+        // a time, which is what rules out a nested transaction here.
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
             .map_err(|e| E::from(e.into()))?;
         let mut wtx = WriteTx {
-            statements: TxStatements::new(&conn),
+            statements: TxStatements::new(conn),
             tx,
             id: NEXT_TRANSACTION_ID.fetch_add(1, Ordering::Relaxed),
             received_at: timefmt::format(timefmt::now()),
-            // the writer lock is held, so no other commit can come in between
+            // only this thread commits, so no other commit can come in between
             number: *self.commits.borrow() + 1,
         };
         let out = f(&mut wtx)?;
@@ -588,6 +708,15 @@ impl Inner {
         let _ = self.checkpoint_kick.try_send(());
         Ok(out)
     }
+}
+
+/// The text of a panic payload (`panic!` with a literal or with a formatted message).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// A read transaction on a pooled connection; ends it if the reader fails or panics, so the

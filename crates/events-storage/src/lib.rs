@@ -54,7 +54,7 @@ mod notifications;
 mod statements;
 mod timefmt;
 
-pub use db::{CHECKPOINT_DELAY, EventDb, Reader, WriteTx};
+pub use db::{CHECKPOINT_DELAY, EventDb, Reader, WRITER_NICE, WriteTx};
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use embedded::{EmbeddedEntry, EncodedFields};
 pub use error::{Error, ParseStatusError, Result, StorageError};

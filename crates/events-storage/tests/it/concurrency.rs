@@ -97,7 +97,7 @@ async fn failed_or_panicking_batch_rolls_back_entirely() {
         })
         .await;
     assert!(
-        matches!(panicked, Err(StorageError::Task(_))),
+        matches!(&panicked, Err(StorageError::Task(message)) if message.contains("cartridge bug")),
         "{panicked:?}"
     );
     // nothing of either batch is visible, and the writer still works
@@ -448,4 +448,74 @@ async fn the_checkpointer_thread_is_batch_work() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The thread id of the calling thread, from `/proc/thread-self` (`<pid>/task/<tid>`).
+fn current_tid() -> u32 {
+    let link = std::fs::read_link("/proc/thread-self").expect("/proc is mounted");
+    link.file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|tid| tid.parse().ok())
+        .expect("a thread id")
+}
+
+/// Every transaction runs on the one writer thread, favoured (`WRITER_NICE`) where the
+/// process may raise a priority (as root, in CI) and at the normal priority where it may
+/// not; the caller's thread is untouched.
+#[tokio::test]
+async fn transactions_run_on_one_favoured_writer_thread() {
+    let permitted = std::thread::spawn(|| {
+        let now = events_sched::thread_nice(current_tid()).unwrap();
+        events_sched::favour_current_thread(now - 1)
+            .map(|guard| guard.raised_to().is_some())
+            .unwrap_or(false)
+    })
+    .join()
+    .unwrap();
+    let caller = current_tid();
+    let caller_before = events_sched::thread_nice(caller).unwrap();
+    let db = EventDb::open_in_memory().await.unwrap();
+    let mut threads = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let (tid, name, nice) = db
+            .write(move |tx| {
+                tx.insert_notification(&new_notification(i))?;
+                let tid = current_tid();
+                let name = std::thread::current().name().map(str::to_owned);
+                Ok((tid, name, events_sched::thread_nice(tid).unwrap()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("events-writer"));
+        if permitted {
+            assert_eq!(nice, events_storage::WRITER_NICE, "favoured");
+        } else {
+            assert_eq!(nice, caller_before, "not permitted: the normal priority");
+        }
+        threads.insert(tid);
+    }
+    assert_eq!(threads.len(), 1, "one writer thread: {threads:?}");
+    assert_eq!(events_sched::thread_nice(caller).unwrap(), caller_before);
+}
+
+/// A write closure runs inside the caller's runtime (as on a blocking-pool thread), so it
+/// can reach that runtime with `Handle::current()` and drive a future to the end with a timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_runs_inside_the_callers_runtime() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let caller_runtime = tokio::runtime::Handle::current().id();
+    let (runtime, waited) = db
+        .write(move |tx| {
+            tx.insert_notification(&new_notification(1))?;
+            let handle = tokio::runtime::Handle::current();
+            let waited = handle.block_on(async {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                5
+            });
+            Ok((handle.id(), waited))
+        })
+        .await
+        .unwrap();
+    assert_eq!(runtime, caller_runtime);
+    assert_eq!(waited, 5);
 }
