@@ -151,6 +151,24 @@ fn set_current_thread_nice(_nice: i32) -> io::Result<()> {
     ))
 }
 
+/// The calling thread's id (the kernel's, as in `/proc/self/task/<tid>`), for
+/// [`thread_nice`] and [`thread_policy`]; read from the `/proc/thread-self` link.
+pub fn current_thread_id() -> io::Result<u32> {
+    let link = std::fs::read_link("/proc/thread-self")?;
+    link.file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|tid| tid.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "/proc/thread-self points at {}, not <pid>/task/<tid>",
+                    link.display()
+                ),
+            )
+        })
+}
+
 /// The nice value of a thread of this process as `/proc` reports it (field 19 of
 /// `/proc/self/task/<tid>/stat`), for tests and diagnostics.
 pub fn thread_nice(tid: u32) -> io::Result<i32> {
@@ -182,13 +200,17 @@ pub const BATCH_POLICY: u32 = 3;
 mod tests {
     use super::*;
 
-    /// The calling thread's id, from `/proc/thread-self` (a link to `<pid>/task/<tid>`).
     fn current_tid() -> u32 {
-        let link = std::fs::read_link("/proc/thread-self").expect("/proc is mounted");
-        link.file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|tid| tid.parse().ok())
-            .expect("a thread id")
+        current_thread_id().expect("/proc is mounted")
+    }
+
+    #[test]
+    fn each_thread_has_its_own_id_and_it_names_a_task_of_this_process() {
+        let here = current_tid();
+        let there = std::thread::spawn(current_tid).join().unwrap();
+        assert_ne!(here, there);
+        assert!(std::path::Path::new(&format!("/proc/self/task/{here}")).exists());
+        assert_eq!(thread_nice(here).unwrap(), current_thread_nice().unwrap());
     }
 
     #[test]

@@ -450,13 +450,8 @@ async fn the_checkpointer_thread_is_batch_work() {
     }
 }
 
-/// The thread id of the calling thread, from `/proc/thread-self` (`<pid>/task/<tid>`).
 fn current_tid() -> u32 {
-    let link = std::fs::read_link("/proc/thread-self").expect("/proc is mounted");
-    link.file_name()
-        .and_then(|name| name.to_str())
-        .and_then(|tid| tid.parse().ok())
-        .expect("a thread id")
+    events_sched::current_thread_id().expect("/proc is mounted")
 }
 
 /// Every transaction runs on the one writer thread, favoured (`WRITER_NICE`) where the
