@@ -593,7 +593,7 @@ impl EventDb {
 /// The nice value the writer's thread runs its transactions at (`events-sched`): every
 /// event waits behind the single writer, so on a machine whose cores the daemon shares (the
 /// e2e benchmark: emitter, Redis and daemon on two cores) the writer should be the last
-/// thread to give way (docs/benchmarks.md, session 26: e2e slightly up, latency p99 lower).
+/// thread to give way (docs/benchmarks.md, session 26: latency p50 and p99 lower).
 pub const WRITER_NICE: i32 = -10;
 
 /// Favours the calling (writer) thread for the guard's life; where the process may not
