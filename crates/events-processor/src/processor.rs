@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -315,23 +316,27 @@ impl<S: Source> Processor<S> {
         tracing::info!(source = %self.source.describe(), pipeline = ?self.pipeline.names(), "processor started");
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
         let mut next_lag = Instant::now();
-        // Entries read (and decoded) ahead while the previous batch was committing.
-        // They are processed even after `cancel` (graceful shutdown finishes what it read,
-        // and what the source holds: `Source::take_buffered`), but nothing more is read then.
-        let mut ahead: Vec<Prepared> = Vec::new();
+        // Entries read (and decoded) ahead while the previous batch was committing, with
+        // their transaction already queued behind it. They are processed even after
+        // `cancel` (graceful shutdown finishes what it read, and what the source holds:
+        // `Source::take_buffered`), but nothing more is read then.
+        let mut ahead: Option<Ahead> = None;
         // What the last committed batch still owes the transport (paid during the next
         // commit, or before waiting for new entries, or on the way out).
         let mut owed = Settlement::default();
         loop {
-            let read = if !ahead.is_empty() {
-                Ok(std::mem::take(&mut ahead))
+            let read = if let Some(next) = ahead.take() {
+                Ok(next)
             } else if cancel.is_cancelled() {
                 // what the source already holds is finished too, then nothing more is read
                 let buffered = self.source.take_buffered(self.config.batch_size);
                 if buffered.is_empty() {
                     break;
                 }
-                Ok(prepare(buffered, self.config.max_payload_bytes))
+                Ok(Ahead::unqueued(prepare(
+                    buffered,
+                    self.config.max_payload_bytes,
+                )))
             } else {
                 // nothing to overlap it with: settle before (perhaps long) waiting
                 self.settle(std::mem::take(&mut owed)).await;
@@ -340,10 +345,10 @@ impl<S: Source> Processor<S> {
                     () = cancel.cancelled() => continue,
                     read = self.source.read_batch(self.config.batch_size) => read,
                 };
-                read.map(|entries| prepare(entries, self.config.max_payload_bytes))
+                read.map(|entries| Ahead::unqueued(prepare(entries, self.config.max_payload_bytes)))
             };
-            let entries = match read {
-                Ok(entries) => entries,
+            let batch = match read {
+                Ok(batch) => batch,
                 Err(e) => {
                     self.status
                         .connected
@@ -358,11 +363,11 @@ impl<S: Source> Processor<S> {
                 .connected
                 .store(self.source.is_connected(), Ordering::Relaxed);
             backoff.reset();
-            if !entries.is_empty() {
+            if !batch.prepared.is_empty() {
                 let read_ahead = !cancel.is_cancelled();
                 let previous = std::mem::take(&mut owed);
                 let Some((report, next, settlement)) =
-                    self.run_batch(entries, &cancel, read_ahead, previous).await
+                    self.run_batch(batch, &cancel, read_ahead, previous).await
                 else {
                     break;
                 };
@@ -396,9 +401,9 @@ impl<S: Source> Processor<S> {
         entries: Vec<SourceEntry>,
         cancel: &CancellationToken,
     ) -> Option<BatchReport> {
-        let prepared = prepare(entries, self.config.max_payload_bytes);
+        let batch = Ahead::unqueued(prepare(entries, self.config.max_payload_bytes));
         let (report, _, settlement) = self
-            .run_batch(prepared, cancel, false, Settlement::default())
+            .run_batch(batch, cancel, false, Settlement::default())
             .await?;
         self.settle(settlement).await;
         self.source.flush_acks().await;
@@ -426,25 +431,27 @@ impl<S: Source> Processor<S> {
     /// [`Processor::process_batch`] without its settlement: while this batch commits, it
     /// settles the `previous` batch and optionally reads the next entries
     /// ([`Source::read_ahead`]) — on two cores the transport round trips and decoding then
-    /// overlap the SQLite work instead of following it. Returns the report, the entries read
-    /// ahead (decoded, not yet processed) and what this batch owes the transport.
+    /// overlap the SQLite work instead of following it — and queues their transaction
+    /// behind this one. Returns the report, the batch read ahead (decoded, its commit
+    /// queued, its outcome not yet looked at) and what this batch owes the transport.
     async fn run_batch(
         &mut self,
-        prepared: Vec<Prepared>,
+        batch: Ahead,
         cancel: &CancellationToken,
         read_ahead: bool,
         previous: Settlement,
-    ) -> Option<(BatchReport, Vec<Prepared>, Settlement)> {
+    ) -> Option<(BatchReport, Option<Ahead>, Settlement)> {
         let started = Instant::now();
-        let prepared = Arc::new(prepared);
+        let Ahead { prepared, queued } = batch;
         let mut backoff = Backoff::new(self.config.reconnect_base, self.config.reconnect_max);
-        let first = self.commit(Arc::clone(&prepared));
+        let first = queued.unwrap_or_else(|| self.commit(Arc::clone(&prepared), None));
+        let first_committed = Arc::clone(&first.committed);
         let batch_size = self.config.batch_size;
         let max_payload_bytes = self.config.max_payload_bytes;
         let transport = async {
             self.settle(previous).await;
             if !read_ahead {
-                return Vec::new();
+                return None;
             }
             let ahead = self.source.read_ahead(batch_size).await;
             let ahead = ahead
@@ -454,15 +461,33 @@ impl<S: Source> Processor<S> {
                     None
                 })
                 .unwrap_or_default();
-            // Decoded here, while the writer thread runs this batch's transaction, not at
-            // the start of the next batch, where the writer would wait for it (the
-            // writer is the e2e benchmark's bottleneck).
-            prepare(ahead, max_payload_bytes)
+            // Decoded here, while the writer thread runs this batch's transaction, and
+            // queued right away: the writer goes from this batch straight on to the next
+            // instead of waiting until this task has been woken, scheduled and has looked
+            // at the outcomes (the writer is the e2e benchmark's bottleneck; on two shared
+            // cores that wait was a sixth of its time). It commits only after this batch
+            // did (`BatchWriter::after`).
+            let ahead = prepare(ahead, max_payload_bytes);
+            if ahead.is_empty() {
+                return None;
+            }
+            let prepared = Arc::new(ahead);
+            let queued = self.commit(Arc::clone(&prepared), Some(first_committed));
+            Some(Ahead {
+                prepared,
+                queued: Some(queued),
+            })
         };
-        let (mut committed, ahead) = tokio::join!(first, transport);
+        let (mut committed, ahead) = tokio::join!(first.outcome, transport);
         let outcomes = loop {
             match committed {
-                Ok(outcomes) => break outcomes,
+                Ok(BatchCommit::Committed(outcomes)) => break outcomes,
+                // Queued behind a batch that had not committed when its turn came (that
+                // batch failed or ran again with savepoints); it has committed since — its
+                // `run_batch` returned — so this one runs now, in order.
+                Ok(BatchCommit::NotRun) => {
+                    committed = self.commit(Arc::clone(&prepared), None).outcome.await;
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %error_chain(&e), retry_in = ?delay, "committing a batch failed");
@@ -471,7 +496,7 @@ impl<S: Source> Processor<S> {
                         return None;
                     }
                     sleep_or_cancel(delay, cancel).await;
-                    committed = self.commit(Arc::clone(&prepared)).await;
+                    committed = self.commit(Arc::clone(&prepared), None).outcome.await;
                 }
             }
         };
@@ -549,8 +574,11 @@ impl<S: Source> Processor<S> {
             .min(self.config.retry_max)
     }
 
-    /// The batch transaction. Returns a `'static` future (it holds no borrow of `self`),
-    /// so a `Processor` is `Send` whenever its source is, without the source being `Sync`.
+    /// Queues the batch transaction on the writer now and returns its pending outcome,
+    /// which holds no borrow of `self` (so a `Processor` is `Send` whenever its source is,
+    /// without the source being `Sync`). With `after`, the transaction commits only if the
+    /// batch that flag belongs to committed before its turn came; otherwise it leaves
+    /// everything untouched and reports [`BatchCommit::NotRun`].
     ///
     /// Optimistic first: the batch runs without a savepoint per entry, because a savepoint
     /// makes SQLite copy every page an entry touches into the statement journal (a large
@@ -558,11 +586,8 @@ impl<S: Source> Processor<S> {
     /// one needs its own writes undone (it failed, or turned out to be a duplicate event id
     /// after projecting), that attempt is rolled back whole and the batch runs again with a
     /// savepoint per entry, which gives exactly the per-entry outcomes of the careful path.
-    fn commit(
-        &self,
-        prepared: Arc<Vec<Prepared>>,
-    ) -> impl Future<Output = Result<Vec<Outcome>>> + Send + 'static {
-        let batch = BatchWriter {
+    fn commit(&self, prepared: Arc<Vec<Prepared>>, after: Option<Arc<AtomicBool>>) -> QueuedCommit {
+        let batch = Arc::new(BatchWriter {
             handle: tokio::runtime::Handle::current(),
             catalog: Arc::clone(&self.catalog),
             pipeline: self.pipeline.clone(),
@@ -570,38 +595,77 @@ impl<S: Source> Processor<S> {
             max_deliveries: self.config.max_deliveries,
             max_payload_bytes: self.config.max_payload_bytes,
             read_rows: self.sinks.iter().any(|sink| sink.wants_notification_rows()),
+            after,
             prepared,
-        };
-        let db = self.db.clone();
+        });
+        let committed = Arc::new(AtomicBool::new(false));
         // Pushed on the writer's thread as soon as the commit is durable: waiting for this
         // future would add the thread hand-back and the batch's transport round trips
         // (`run_batch` joins them) to every client's latency.
-        let sinks = Arc::clone(&self.sinks);
-        let careful_sinks = Arc::clone(&sinks);
-        async move {
-            let batch = Arc::new(batch);
-            let optimistic = Arc::clone(&batch);
-            match db
-                .write_then(
-                    move |tx| optimistic.write(tx, Isolation::Batch),
-                    move |outcomes| push_all(&sinks, outcomes),
-                )
-                .await
-            {
-                Ok(outcomes) => Ok(outcomes),
+        let after_commit = {
+            let (sinks, committed) = (Arc::clone(&self.sinks), Arc::clone(&committed));
+            move |outcomes: &Vec<Outcome>| {
+                committed.store(true, Ordering::Release);
+                push_all(&sinks, outcomes);
+            }
+        };
+        let db = self.db.clone();
+        let optimistic = Arc::clone(&batch);
+        let first = db.queue_then(
+            move |tx| optimistic.write(tx, Isolation::Batch),
+            after_commit.clone(),
+        );
+        let outcome = async move {
+            match first.await {
+                Ok(outcomes) => Ok(BatchCommit::Committed(outcomes)),
+                Err(Attempt::NotRun) => Ok(BatchCommit::NotRun),
                 Err(Attempt::Failed(e)) => Err(e),
                 Err(Attempt::NeedsEntrySavepoints) => {
                     metrics::counter!(m::CAREFUL_BATCHES).increment(1);
-                    db.write_then(
-                        move |tx| batch.write(tx, Isolation::PerEntry),
-                        move |outcomes| push_all(&careful_sinks, outcomes),
-                    )
-                    .await
-                    .map_err(Attempt::into_error)
+                    db.write_then(move |tx| batch.write(tx, Isolation::PerEntry), after_commit)
+                        .await
+                        .map(BatchCommit::Committed)
+                        .map_err(Attempt::into_error)
                 }
             }
+        };
+        QueuedCommit {
+            committed,
+            outcome: Box::pin(outcome),
         }
     }
+}
+
+/// Entries decoded and ready to commit, perhaps with their transaction already queued.
+struct Ahead {
+    prepared: Arc<Vec<Prepared>>,
+    /// Queued behind the batch before, while that one committed ([`Processor::run_batch`]).
+    queued: Option<QueuedCommit>,
+}
+
+impl Ahead {
+    fn unqueued(prepared: Vec<Prepared>) -> Self {
+        Self {
+            prepared: Arc::new(prepared),
+            queued: None,
+        }
+    }
+}
+
+/// A batch transaction in the writer's queue ([`Processor::commit`]).
+struct QueuedCommit {
+    /// Set on the writer's thread when the batch commits (either attempt), before the next
+    /// transaction in the queue begins.
+    committed: Arc<AtomicBool>,
+    outcome: Pin<Box<dyn Future<Output = Result<BatchCommit>> + Send>>,
+}
+
+/// What became of a queued batch transaction.
+enum BatchCommit {
+    Committed(Vec<Outcome>),
+    /// It was queued behind a batch that had not committed when its turn came, and left
+    /// everything as it was: run it again once that batch has committed.
+    NotRun,
 }
 
 /// Whether an entry's claim ([`WriteTx::mark_processed`]) is already made when it runs.
@@ -626,6 +690,8 @@ enum Isolation {
 enum Attempt {
     /// An entry needs its own writes rolled back: run again with [`Isolation::PerEntry`].
     NeedsEntrySavepoints,
+    /// The batch it was queued behind had not committed (see [`BatchWriter::after`]).
+    NotRun,
     /// Storage failed (retried by the caller with backoff).
     Failed(Error),
 }
@@ -638,6 +704,8 @@ impl Attempt {
             Self::NeedsEntrySavepoints => {
                 Error::Aborted("internal: per-entry pass asked for savepoints".into())
             }
+            // only the first attempt is queued behind another batch
+            Self::NotRun => Error::Aborted("internal: per-entry pass was not run".into()),
         }
     }
 }
@@ -665,6 +733,10 @@ struct BatchWriter {
     max_payload_bytes: usize,
     /// Read the committed rows of changed notifications for the sinks.
     read_rows: bool,
+    /// Set when the batch this one was queued behind has committed: the order of batches is
+    /// the order of the stream (an update must find the notification its create made), so
+    /// this one touches nothing unless that one committed first.
+    after: Option<Arc<AtomicBool>>,
     prepared: Arc<Vec<Prepared>>,
 }
 
@@ -674,6 +746,11 @@ impl BatchWriter {
         tx: &mut WriteTx<'_>,
         isolation: Isolation,
     ) -> std::result::Result<Vec<Outcome>, Attempt> {
+        if let Some(after) = &self.after
+            && !after.load(Ordering::Acquire)
+        {
+            return Err(Attempt::NotRun);
+        }
         let mut outcomes = Vec::with_capacity(self.prepared.len());
         let mut settled_seqs = HashSet::new();
         // The optimistic attempt claims the whole batch up front, in a few multi-row

@@ -337,7 +337,7 @@ pub(crate) fn test_catalog() -> EventCatalog {
     catalog
 }
 
-fn event(kind: &str, payload: Value) -> EventEnvelope {
+pub(crate) fn event(kind: &str, payload: Value) -> EventEnvelope {
     let Value::Object(map) = payload else {
         unreachable!("payload literal is an object")
     };

@@ -9,3 +9,4 @@ mod fixtures;
 mod outage;
 mod poison;
 mod pushes;
+mod queued;

@@ -204,6 +204,48 @@ async fn write_then_runs_the_hook_after_each_commit_and_never_after_a_failure() 
     );
 }
 
+/// `queue_then` takes the writer's queue when it is called, not when its future is first
+/// polled (the processor queues the next batch behind the one committing that way), and a
+/// future dropped unpolled does not withdraw its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_then_takes_its_place_in_the_queue_when_called() {
+    use std::sync::{Arc, Mutex};
+    let db = EventDb::open_in_memory().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::<&str>::new()));
+    let (first, dropped, last) = (Arc::clone(&order), Arc::clone(&order), Arc::clone(&order));
+    let queued_first = db.queue_then(
+        move |tx| {
+            first.lock().unwrap().push("queued first");
+            tx.set_meta("queued", "first")
+        },
+        |_| {},
+    );
+    drop(db.queue_then(
+        move |tx| {
+            dropped.lock().unwrap().push("queued, never polled");
+            tx.set_meta("dropped", "still written")
+        },
+        |_| {},
+    ));
+    // asked for after both, awaited before the first: it still runs last
+    db.write(move |_tx| {
+        last.lock().unwrap().push("written last");
+        Ok(())
+    })
+    .await
+    .unwrap();
+    queued_first.await.unwrap();
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["queued first", "queued, never polled", "written last"]
+    );
+    let meta = db
+        .read(|r| Ok((r.meta("queued")?, r.meta("dropped")?)))
+        .await
+        .unwrap();
+    assert_eq!(meta, (Some("first".into()), Some("still written".into())));
+}
+
 /// A failing reader must not leave its pooled connection inside a read transaction: that
 /// connection would keep serving its old snapshot and never see later commits.
 #[tokio::test]
