@@ -149,6 +149,14 @@ impl DaemonProcess {
         self.port
     }
 
+    /// Its process id (for looking at its threads under `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("the daemon runs until it is stopped")
+            .id()
+    }
+
     /// Its data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

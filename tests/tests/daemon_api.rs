@@ -932,3 +932,89 @@ async fn sigterm_closes_websockets_with_going_away() {
     assert_eq!(close.reason.as_str(), "daemon shutting down");
     assert!(stopping.join().unwrap().success());
 }
+
+/// With Redis, the daemon's processor runs on threads of its own, favoured (`nice` −5), and
+/// its storage writer more so (−10), where the process may raise a priority (as root, in
+/// CI), and at the priority the daemon started with where it may not; the main runtime
+/// (HTTP API, delivery) is never changed. With the embedded transport the processor stays
+/// on the main runtime (see `ProcessorHome` in the daemon).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_processor_and_the_writer_run_favoured_where_permitted() {
+    // field 19 of a task's `stat`, counted after the parenthesised name (field 2)
+    let nice = |task: &std::path::Path| -> Option<i32> {
+        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(16)?
+            .parse()
+            .ok()
+    };
+    let redis = events_testkit::RedisServer::start();
+    let daemon = DaemonProcess::builder().redis(redis.url()).start();
+    let pid = daemon.pid();
+    let base = nice(std::path::Path::new(&format!("/proc/{pid}/task/{pid}")))
+        .expect("the main thread's nice value");
+    let threads: Vec<(String, i32)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc is mounted")
+        .flatten()
+        .filter_map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            Some((name.trim_end().to_owned(), nice(&task.path())?))
+        })
+        .collect();
+    let nice_of = |name: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|&(_, nice)| nice)
+            .collect()
+    };
+    // thread names are cut to 15 bytes: "events-processor" reads "events-processo"
+    let processor = nice_of("events-processo");
+    let (workers, writer) = (nice_of("tokio-rt-worker"), nice_of("events-writer"));
+    assert!(
+        !processor.is_empty(),
+        "no processor thread among {threads:?}"
+    );
+    assert!(
+        !workers.is_empty(),
+        "no main runtime worker among {threads:?}"
+    );
+    assert_eq!(writer.len(), 1, "one writer thread among {threads:?}");
+    let (want_processor, want_writer) = if events_sched::may_favour_threads() {
+        (base.min(-5), base.min(-10))
+    } else {
+        (base, base)
+    };
+    assert!(
+        processor.iter().all(|&nice| nice == want_processor),
+        "processor threads at {processor:?}, want {want_processor} (started at {base})"
+    );
+    assert!(
+        workers.iter().all(|&nice| nice == base),
+        "main runtime workers at {workers:?}, want {base}: unchanged"
+    );
+    assert_eq!(writer, [want_writer], "the writer (started at {base})");
+}
+
+/// With the embedded transport the processor shares the main runtime with the HTTP API that
+/// feeds it: no thread of its own, nothing favoured but the writer.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn embedded_the_processor_shares_the_main_runtime() {
+    let daemon = DaemonProcess::start();
+    let pid = daemon.pid();
+    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc is mounted")
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "tokio-rt-worker")
+            && !names.iter().any(|n| n == "events-processo"),
+        "{names:?}"
+    );
+}

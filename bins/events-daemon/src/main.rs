@@ -157,7 +157,20 @@ struct Transport {
     redis_url: Option<String>,
 }
 
+/// Where the processor's tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProcessorHome {
+    /// The main runtime, beside the HTTP API that feeds it (the embedded transport: ingest
+    /// and processing are both this daemon's work, and favouring one half over the other
+    /// only moved the wait — embedded ingest was 14 % slower with a favoured processor).
+    MainRuntime,
+    /// A favoured runtime of its own ([`processor_runtime`]): the stream is fed by other
+    /// processes (Redis), which the processor has to keep up with.
+    OwnRuntime,
+}
+
 fn spawn_processor<S: Source>(
+    home: ProcessorHome,
     source: S,
     config: &Config,
     db: &EventDb,
@@ -182,12 +195,62 @@ fn spawn_processor<S: Source>(
         sinks,
     );
     let status = processor.status();
-    let handle = tokio::spawn(async move {
+    let run = async move {
         if let Err(err) = processor.run(cancel).await {
             tracing::error!(error = %err, "processor stopped with an error");
         }
-    });
+    };
+    let runtime = match home {
+        ProcessorHome::MainRuntime => None,
+        ProcessorHome::OwnRuntime => processor_runtime()
+            .inspect_err(|err| {
+                tracing::warn!(error = %err, "cannot start the processor's own runtime; it shares the main one");
+            })
+            .ok(),
+    };
+    let handle = match runtime {
+        Some(runtime) => {
+            let task = runtime.spawn(run);
+            tokio::spawn(async move {
+                let _ = task.await;
+                // what the processor spawned (its transport's connection tasks) ends here
+                runtime.shutdown_background();
+            })
+        }
+        None => tokio::spawn(run),
+    };
     (handle, status)
+}
+
+/// The nice value of the processor's threads where the process may raise it. The processor
+/// reads and decodes the stream ahead of the storage writer (`nice` −10,
+/// `events_storage::WRITER_NICE`); on a host shared with the producers — the e2e
+/// benchmark's emitter and Redis on the same two cores — at the normal priority it got too
+/// little of the core the writer left, the writer waited for its next batch for a sixth of
+/// the run, and the other core idled once the producers were done (docs/benchmarks.md,
+/// session 27).
+const PROCESSOR_NICE: i32 = -5;
+
+/// A runtime of its own for the processor — its run loop, its transport's connections and
+/// acks, its reads of the embedded stream — on one worker thread favoured for its life
+/// ([`PROCESSOR_NICE`]; where raising a priority is not permitted, said once, and the
+/// threads run at the normal priority). The HTTP API and the delivery workers stay on the
+/// main runtime at the normal priority: favouring the whole daemon cost the API and the
+/// embedded ingest as much as it gave the stream (the benchmark's load clients share the
+/// cores with it).
+fn processor_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    static REFUSED: std::sync::Once = std::sync::Once::new();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("events-processor")
+        .enable_all()
+        .on_thread_start(|| match events_sched::favour_current_thread(PROCESSOR_NICE) {
+            Ok(favoured) => favoured.keep(),
+            Err(error) => REFUSED.call_once(|| {
+                tracing::info!(%error, nice = PROCESSOR_NICE, "the processor runs at the normal priority (raising it is not permitted here)");
+            }),
+        })
+        .build()
 }
 
 /// dedup → notification projector → delivery outbox. The outbox is last so that dropped
@@ -250,7 +313,15 @@ async fn build_transport(
                     .producer()
                     .with_max_payload_bytes(config.limits.max_payload_bytes),
             );
-            let (processor, status) = spawn_processor(source, config, db, catalog, hub, cancel);
+            let (processor, status) = spawn_processor(
+                ProcessorHome::MainRuntime,
+                source,
+                config,
+                db,
+                catalog,
+                hub,
+                cancel,
+            );
             Ok(Transport {
                 producer: producer.clone(),
                 replay_target: producer,
@@ -278,7 +349,15 @@ async fn build_transport(
             source_config.claim_idle = Duration::from_millis(redis.claim_idle_ms);
             source_config.maxlen = maxlen;
             let source = RedisStreamSource::new(source_config);
-            let (processor, status) = spawn_processor(source, config, db, catalog, hub, cancel);
+            let (processor, status) = spawn_processor(
+                ProcessorHome::OwnRuntime,
+                source,
+                config,
+                db,
+                catalog,
+                hub,
+                cancel,
+            );
             Ok(Transport {
                 producer: Arc::new(producer),
                 replay_target: Arc::new(appender),

@@ -213,6 +213,11 @@ impl Source for EmbeddedSource {
         true
     }
 
+    fn queue_read_ahead(&self) -> bool {
+        // producers append through the same storage writer
+        false
+    }
+
     async fn lag(&mut self) -> Result<Option<u64>> {
         let stream = self.config.stream.clone();
         let group = self.config.group.clone();

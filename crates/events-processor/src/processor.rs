@@ -472,11 +472,11 @@ impl<S: Source> Processor<S> {
                 return None;
             }
             let prepared = Arc::new(ahead);
-            let queued = self.commit(Arc::clone(&prepared), Some(first_committed));
-            Some(Ahead {
-                prepared,
-                queued: Some(queued),
-            })
+            let queued = self
+                .source
+                .queue_read_ahead()
+                .then(|| self.commit(Arc::clone(&prepared), Some(first_committed)));
+            Some(Ahead { prepared, queued })
         };
         let (mut committed, ahead) = tokio::join!(first.outcome, transport);
         let outcomes = loop {

@@ -72,6 +72,19 @@ pub fn favour_current_thread(nice: i32) -> io::Result<Favoured> {
     })
 }
 
+/// Whether this process may raise a thread's priority ([`favour_current_thread`] would
+/// succeed): probed on a short-lived thread of its own, so no thread of the caller changes.
+/// For callers and tests that expect a favoured thread only where one is possible.
+pub fn may_favour_threads() -> bool {
+    std::thread::spawn(|| {
+        current_thread_nice()
+            .and_then(|now| set_current_thread_nice(now - 1))
+            .is_ok()
+    })
+    .join()
+    .unwrap_or(false)
+}
+
 /// A thread favoured by [`favour_current_thread`]; dropping it restores the nice value the
 /// thread had before. Not `Send`: it must be dropped on the thread it changed.
 #[derive(Debug)]
@@ -85,6 +98,13 @@ impl Favoured {
     /// The nice value the thread runs at now, `None` if it was not changed.
     pub fn raised_to(&self) -> Option<i32> {
         self.restore.and_then(|_| current_thread_nice().ok())
+    }
+
+    /// Keeps the raised priority for the rest of the thread's life: nothing is restored.
+    /// For threads that are favoured from their start to their end (a runtime's workers),
+    /// where there is no scope to hold the guard in.
+    pub fn keep(self) {
+        std::mem::forget(self);
     }
 }
 
@@ -225,20 +245,11 @@ mod tests {
 
     /// Whether this process may lower a nice value (root, `CAP_SYS_NICE`, `RLIMIT_NICE`):
     /// tried on a throwaway thread.
-    fn may_raise_priority() -> bool {
-        std::thread::spawn(|| {
-            let now = current_thread_nice().unwrap();
-            set_current_thread_nice(now - 1).is_ok()
-        })
-        .join()
-        .unwrap()
-    }
-
     #[test]
     fn a_favoured_thread_gets_its_nice_value_back_and_others_are_untouched() {
         let main_tid = current_tid();
         let main_before = thread_nice(main_tid).unwrap();
-        let permitted = may_raise_priority();
+        let permitted = may_favour_threads();
         let (before, during, after) = std::thread::spawn(move || {
             let tid = current_tid();
             let before = thread_nice(tid).unwrap();
@@ -279,5 +290,25 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_kept_favour_outlives_its_guard() {
+        let permitted = may_favour_threads();
+        let (before, kept) = std::thread::spawn(|| {
+            let tid = current_tid();
+            let before = thread_nice(tid).unwrap();
+            if let Ok(guard) = favour_current_thread(before - 2) {
+                guard.keep();
+            }
+            (before, thread_nice(tid).unwrap())
+        })
+        .join()
+        .unwrap();
+        if permitted {
+            assert_eq!(kept, before - 2, "kept after the guard is gone");
+        } else {
+            assert_eq!(kept, before);
+        }
     }
 }

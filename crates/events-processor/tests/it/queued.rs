@@ -95,8 +95,10 @@ async fn a_queued_batch_commits_after_the_batch_in_front(kind: Kind) -> anyhow::
     Ok(())
 }
 
+/// The embedded source does not queue ahead (`Source::queue_read_ahead`); the order holds
+/// all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_a_queued_batch_commits_after_the_batch_in_front() -> anyhow::Result<()> {
+async fn embedded_a_batch_read_ahead_commits_after_the_batch_in_front() -> anyhow::Result<()> {
     a_queued_batch_commits_after_the_batch_in_front(Kind::Embedded).await
 }
 
