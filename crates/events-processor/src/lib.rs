@@ -27,7 +27,9 @@
 //!    blocks the rest of the batch: it is left for a retry (with backoff, up to
 //!    `max_deliveries`) or dead-lettered (in `dead_letters`, same transaction). The
 //!    embedded source's offset advances in this same transaction. While the batch commits,
-//!    the next one is read ahead ([`Source::read_ahead`]).
+//!    the next one is read ahead ([`Source::read_ahead`]) and its transaction queued on the
+//!    writer behind it (`EventDb::queue_then`, unless [`Source::queue_read_ahead`] says no),
+//!    to commit only if this one did.
 //! 4. After the commit: [`PushSink`]s called, dead letters published on the transport
 //!    (`events:dead`), entries acked (`XACK`), retries scheduled.
 //!

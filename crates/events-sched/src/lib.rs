@@ -17,7 +17,9 @@
 //! it. That thread runs at a raised priority for its whole life (`nice` −10 when the process
 //! may lower its niceness; docs/benchmarks.md, session 26: latency p50 and p99 lower in every
 //! alternating pair, e2e within 0.6 % or better — fewer preemptions of the writer in the
-//! phase where the emitter, Redis and the daemon share the two cores).
+//! phase where the emitter, Redis and the daemon share the two cores). The daemon's
+//! processor, which feeds the writer, keeps a smaller raise on its own threads
+//! ([`Favoured::keep`]; session 27).
 //!
 //! What this is not: a priority scheme or a thread pool. It changes how the kernel treats
 //! the calling thread and nothing else; where a call is not possible (another system, no
