@@ -934,8 +934,8 @@ async fn sigterm_closes_websockets_with_going_away() {
 }
 
 /// With Redis, the daemon's processor runs on threads of its own, favoured (`nice` −5), and
-/// its storage writer more so (−10), where the process may raise a priority (as root, in
-/// CI), and at the priority the daemon started with where it may not; the main runtime
+/// its storage writer more so (−10, and real-time round-robin), where the process may raise
+/// a priority (as root, in CI), and at the priority the daemon started with where it may not; the main runtime
 /// (HTTP API, delivery) is never changed. With the embedded transport the processor stays
 /// on the main runtime (see `ProcessorHome` in the daemon).
 #[cfg(target_os = "linux")]
@@ -997,6 +997,34 @@ async fn the_processor_and_the_writer_run_favoured_where_permitted() {
         "main runtime workers at {workers:?}, want {base}: unchanged"
     );
     assert_eq!(writer, [want_writer], "the writer (started at {base})");
+    // and round-robin real-time (field 41, `policy`) where that may be set
+    let may_be_realtime =
+        std::thread::spawn(|| events_sched::make_current_thread_realtime(1).is_ok())
+            .join()
+            .unwrap();
+    let policies: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc is mounted")
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim_end() == "events-writer")
+        })
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(38)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let want_policy = if may_be_realtime {
+        events_sched::REALTIME_POLICY
+    } else {
+        0
+    };
+    assert_eq!(policies, [want_policy], "the writer's scheduling policy");
 }
 
 /// With the embedded transport the processor shares the main runtime with the HTTP API that
@@ -1017,4 +1045,24 @@ async fn embedded_the_processor_shares_the_main_runtime() {
             && !names.iter().any(|n| n == "events-processo"),
         "{names:?}"
     );
+    // nor is its writer real-time: the HTTP ingest that feeds it needs the cores as much
+    let policies: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("/proc is mounted")
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim_end() == "events-writer")
+        })
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            Some(
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(38)?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(policies, ["0"], "the writer keeps the normal policy");
 }

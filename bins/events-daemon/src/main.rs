@@ -222,6 +222,10 @@ fn spawn_processor<S: Source>(
     (handle, status)
 }
 
+/// The storage writer's real-time priority with Redis (`SCHED_RR`; 1 is the lowest, enough
+/// to run ahead of every normal thread). Docs/benchmarks.md, session 27: e2e +7–10 %.
+const WRITER_REALTIME_PRIORITY: i32 = 1;
+
 /// The nice value of the processor's threads where the process may raise it. The processor
 /// reads and decodes the stream ahead of the storage writer (`nice` −10,
 /// `events_storage::WRITER_NICE`); on a host shared with the producers — the e2e
@@ -349,6 +353,18 @@ async fn build_transport(
             source_config.claim_idle = Duration::from_millis(redis.claim_idle_ms);
             source_config.maxlen = maxlen;
             let source = RedisStreamSource::new(source_config);
+            // Producers outside the daemon share the cores: the writer, which every event
+            // waits behind, runs ahead of all of them (see `EventDb::make_writer_realtime`).
+            match db.make_writer_realtime(WRITER_REALTIME_PRIORITY).await {
+                Ok(()) => tracing::info!(
+                    priority = WRITER_REALTIME_PRIORITY,
+                    "the storage writer runs with a real-time priority (SCHED_RR)"
+                ),
+                Err(error) => tracing::info!(
+                    %error,
+                    "the storage writer keeps the normal scheduling policy"
+                ),
+            }
             let (processor, status) = spawn_processor(
                 ProcessorHome::OwnRuntime,
                 source,

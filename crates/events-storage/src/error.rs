@@ -31,6 +31,10 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// The writer's thread could not be given the scheduling asked for
+    /// ([`crate::EventDb::make_writer_realtime`]); it runs as before.
+    #[error("cannot change the storage writer's scheduling: {0}")]
+    Scheduling(#[source] std::io::Error),
     /// The file was written by a newer build whose schema this build does not know.
     #[error(
         "database {} has schema version {found}, newer than {latest}, the latest this build knows; \

@@ -549,3 +549,31 @@ async fn a_write_runs_inside_the_callers_runtime() {
     assert_eq!(runtime, caller_runtime);
     assert_eq!(waited, 5);
 }
+
+/// The writer's thread can be made real-time (the daemon does so with Redis): it then runs
+/// round-robin where the process may set that, and where it may not the call says so and
+/// the writer keeps its policy; writes go on either way, on the same thread.
+#[tokio::test]
+async fn the_writer_can_run_real_time_where_permitted() {
+    let db = EventDb::open_in_memory().await.unwrap();
+    let policy_of_writer = || {
+        db.write(|tx| {
+            tx.insert_notification(&new_notification(7))?;
+            Ok(events_sched::thread_policy(current_tid()).unwrap())
+        })
+    };
+    assert_eq!(
+        policy_of_writer().await.unwrap(),
+        0,
+        "the default policy at first"
+    );
+    let made = db.make_writer_realtime(1).await;
+    let policy = policy_of_writer().await.unwrap();
+    match made {
+        Ok(()) => assert_eq!(policy, events_sched::REALTIME_POLICY),
+        Err(e) => {
+            assert!(matches!(e, StorageError::Scheduling(_)), "{e}");
+            assert_eq!(policy, 0, "refused: unchanged");
+        }
+    }
+}
