@@ -19,7 +19,10 @@
 //! alternating pair, e2e within 0.6 % or better — fewer preemptions of the writer in the
 //! phase where the emitter, Redis and the daemon share the two cores). The daemon's
 //! processor, which feeds the writer, keeps a smaller raise on its own threads
-//! ([`Favoured::keep`]; session 27).
+//! ([`Favoured::keep`]; session 27). Where producers outside the daemon share the cores
+//! (Redis), even `nice` −10 left the writer waiting for a core a fifth of the time, so the
+//! daemon puts it under the real-time round-robin policy there
+//! ([`make_current_thread_realtime`]; session 27: e2e +7–10 %).
 //!
 //! What this is not: a priority scheme or a thread pool. It changes how the kernel treats
 //! the calling thread and nothing else; where a call is not possible (another system, no
