@@ -933,47 +933,63 @@ async fn sigterm_closes_websockets_with_going_away() {
     assert!(stopping.join().unwrap().success());
 }
 
-/// With Redis, the daemon's processor runs on threads of its own, favoured (`nice` −5), and
-/// its storage writer more so (−10, and real-time round-robin), where the process may raise
-/// a priority (as root, in CI), and at the priority the daemon started with where it may not; the main runtime
-/// (HTTP API, delivery) is never changed. With the embedded transport the processor stays
-/// on the main runtime (see `ProcessorHome` in the daemon).
+/// One thread of a running daemon as `/proc` shows it.
 #[cfg(target_os = "linux")]
-#[tokio::test]
-async fn the_processor_and_the_writer_run_favoured_where_permitted() {
-    // field 19 of a task's `stat`, counted after the parenthesised name (field 2)
-    let nice = |task: &std::path::Path| -> Option<i32> {
-        let stat = std::fs::read_to_string(task.join("stat")).ok()?;
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(16)?
-            .parse()
-            .ok()
-    };
-    let redis = events_testkit::RedisServer::start();
-    let daemon = DaemonProcess::builder().redis(redis.url()).start();
-    let pid = daemon.pid();
-    let base = nice(std::path::Path::new(&format!("/proc/{pid}/task/{pid}")))
-        .expect("the main thread's nice value");
-    let threads: Vec<(String, i32)> = std::fs::read_dir(format!("/proc/{pid}/task"))
+#[derive(Debug)]
+struct DaemonThread {
+    /// Cut to 15 bytes by the kernel: "events-processor" reads "events-processo".
+    name: String,
+    /// Field 19 of the task's `stat`.
+    nice: i32,
+    /// Field 41 (`policy`): 0 normal, 2 round-robin real-time, 3 batch.
+    policy: u32,
+    /// The daemon's main thread (task id = process id), which nothing changes.
+    main: bool,
+}
+
+#[cfg(target_os = "linux")]
+fn daemon_threads(pid: u32) -> Vec<DaemonThread> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
         .expect("/proc is mounted")
         .flatten()
         .filter_map(|task| {
             let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            Some((name.trim_end().to_owned(), nice(&task.path())?))
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // fields after the parenthesised name (field 2) start at field 3
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some(DaemonThread {
+                name: name.trim_end().to_owned(),
+                nice: fields.get(16)?.parse().ok()?,
+                policy: fields.get(38)?.parse().ok()?,
+                main: task.file_name().to_str()? == pid.to_string(),
+            })
         })
-        .collect();
-    let nice_of = |name: &str| -> Vec<i32> {
-        threads
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|&(_, nice)| nice)
-            .collect()
-    };
-    // thread names are cut to 15 bytes: "events-processor" reads "events-processo"
-    let processor = nice_of("events-processo");
-    let (workers, writer) = (nice_of("tokio-rt-worker"), nice_of("events-writer"));
+        .collect()
+}
+
+/// With Redis, the daemon's processor runs on threads of its own, favoured (`nice` −5), and
+/// its storage writer more so (−10, and real-time round-robin), where the process may raise
+/// a priority (as root, in CI), and at the priority the daemon started with where it may
+/// not; the main runtime (HTTP API, delivery) is never changed. With the embedded transport
+/// the processor stays on the main runtime (see `ProcessorHome` in the daemon).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_processor_and_the_writer_run_favoured_where_permitted() {
+    let redis = events_testkit::RedisServer::start();
+    let daemon = DaemonProcess::builder().redis(redis.url()).start();
+    let threads = daemon_threads(daemon.pid());
+    let base = threads
+        .iter()
+        .find(|t| t.main)
+        .expect("the main thread")
+        .nice;
+    let of =
+        |name: &str| -> Vec<&DaemonThread> { threads.iter().filter(|t| t.name == name).collect() };
+    let (processor, workers, writer) = (
+        of("events-processo"),
+        of("tokio-rt-worker"),
+        of("events-writer"),
+    );
     assert!(
         !processor.is_empty(),
         "no processor thread among {threads:?}"
@@ -988,81 +1004,50 @@ async fn the_processor_and_the_writer_run_favoured_where_permitted() {
     } else {
         (base, base)
     };
-    assert!(
-        processor.iter().all(|&nice| nice == want_processor),
-        "processor threads at {processor:?}, want {want_processor} (started at {base})"
-    );
-    assert!(
-        workers.iter().all(|&nice| nice == base),
-        "main runtime workers at {workers:?}, want {base}: unchanged"
-    );
-    assert_eq!(writer, [want_writer], "the writer (started at {base})");
-    // and round-robin real-time (field 41, `policy`) where that may be set
     let may_be_realtime =
         std::thread::spawn(|| events_sched::make_current_thread_realtime(1).is_ok())
             .join()
             .unwrap();
-    let policies: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("/proc is mounted")
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|name| name.trim_end() == "events-writer")
-        })
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            stat.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(38)?
-                .parse()
-                .ok()
-        })
-        .collect();
+    assert!(
+        processor.iter().all(|t| t.nice == want_processor),
+        "processor threads {processor:?}, want nice {want_processor} (started at {base})"
+    );
+    assert!(
+        workers.iter().all(|t| t.nice == base && t.policy == 0),
+        "main runtime workers {workers:?}, want nice {base}: unchanged"
+    );
+    assert_eq!(
+        writer[0].nice, want_writer,
+        "the writer (started at {base})"
+    );
     let want_policy = if may_be_realtime {
         events_sched::REALTIME_POLICY
     } else {
         0
     };
-    assert_eq!(policies, [want_policy], "the writer's scheduling policy");
+    assert_eq!(
+        writer[0].policy, want_policy,
+        "the writer's scheduling policy"
+    );
 }
 
 /// With the embedded transport the processor shares the main runtime with the HTTP API that
-/// feeds it: no thread of its own, nothing favoured but the writer.
+/// feeds it: no thread of its own, and the writer keeps the normal policy (the ingest that
+/// feeds it needs the cores as much).
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn embedded_the_processor_shares_the_main_runtime() {
     let daemon = DaemonProcess::start();
-    let pid = daemon.pid();
-    let names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("/proc is mounted")
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .collect();
+    let threads = daemon_threads(daemon.pid());
     assert!(
-        names.iter().any(|n| n == "tokio-rt-worker")
-            && !names.iter().any(|n| n == "events-processo"),
-        "{names:?}"
+        threads.iter().any(|t| t.name == "tokio-rt-worker")
+            && !threads.iter().any(|t| t.name == "events-processo"),
+        "{threads:?}"
     );
-    // nor is its writer real-time: the HTTP ingest that feeds it needs the cores as much
-    let policies: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("/proc is mounted")
-        .flatten()
-        .filter(|task| {
-            std::fs::read_to_string(task.path().join("comm"))
-                .is_ok_and(|name| name.trim_end() == "events-writer")
-        })
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-            Some(
-                stat.rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .nth(38)?
-                    .to_owned(),
-            )
-        })
+    let writer: Vec<u32> = threads
+        .iter()
+        .filter(|t| t.name == "events-writer")
+        .map(|t| t.policy)
         .collect();
-    assert_eq!(policies, ["0"], "the writer keeps the normal policy");
+    assert_eq!(writer, [0], "the writer keeps the normal policy");
 }

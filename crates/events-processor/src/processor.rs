@@ -465,8 +465,8 @@ impl<S: Source> Processor<S> {
             // queued right away: the writer goes from this batch straight on to the next
             // instead of waiting until this task has been woken, scheduled and has looked
             // at the outcomes (the writer is the e2e benchmark's bottleneck; on two shared
-            // cores that wait was a sixth of its time). It commits only after this batch
-            // did (`BatchWriter::after`).
+            // cores it sat idle for a sixth of the emission, partly in that hand-over). It
+            // commits only after this batch did (`BatchWriter::after`).
             let ahead = prepare(ahead, max_payload_bytes);
             if ahead.is_empty() {
                 return None;

@@ -433,9 +433,9 @@ impl EventDb {
     ///
     /// This is how a caller keeps the writer busy: the next batch waits in the queue while
     /// the one before it commits, instead of being handed over after the caller has been
-    /// woken and scheduled (on two shared cores that hand-over left the writer idle for a
-    /// sixth of the e2e benchmark). A caller that queues writes which depend on each other
-    /// has to make the later one check that the earlier one committed.
+    /// woken and scheduled (on two shared cores the writer sat idle for a sixth of the e2e
+    /// benchmark's emission, partly in that hand-over). A caller that queues writes which
+    /// depend on each other has to make the later one check that the earlier one committed.
     pub fn queue_then<T, E, F, G>(
         &self,
         f: F,
