@@ -1051,3 +1051,26 @@ async fn embedded_the_processor_shares_the_main_runtime() {
         .collect();
     assert_eq!(writer, [0], "the writer keeps the normal policy");
 }
+
+/// `redis.favour_processing = false` keeps the processor on the main runtime and the writer
+/// under the normal policy, with Redis too.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn favour_processing_off_keeps_the_normal_scheduling() {
+    let redis = events_testkit::RedisServer::start();
+    let daemon = DaemonProcess::builder()
+        .redis(redis.url())
+        .env("EVENTS_REDIS__FAVOUR_PROCESSING", "false")
+        .start();
+    let threads = daemon_threads(daemon.pid());
+    assert!(
+        !threads.iter().any(|t| t.name == "events-processo"),
+        "{threads:?}"
+    );
+    let writer: Vec<u32> = threads
+        .iter()
+        .filter(|t| t.name == "events-writer")
+        .map(|t| t.policy)
+        .collect();
+    assert_eq!(writer, [0], "the writer keeps the normal policy");
+}

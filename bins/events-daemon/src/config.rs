@@ -115,6 +115,9 @@ pub(crate) struct RedisConfig {
     pub(crate) max_deliveries: u64,
     /// Approximate stream cap (`MAXLEN ~`); 0 = never trim.
     pub(crate) maxlen: u64,
+    /// Run the storage writer real-time (`SCHED_RR`) and the processor on its own threads at
+    /// `nice` −5, where permitted, so consuming keeps up with producers sharing the host.
+    pub(crate) favour_processing: bool,
 }
 
 impl Default for RedisConfig {
@@ -127,6 +130,7 @@ impl Default for RedisConfig {
             claim_idle_ms: 30_000,
             max_deliveries: 5,
             maxlen: 1_000_000,
+            favour_processing: true,
         }
     }
 }

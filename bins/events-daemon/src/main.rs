@@ -165,7 +165,7 @@ enum ProcessorHome {
     /// only moved the wait — embedded ingest was 14 % slower with a favoured processor).
     MainRuntime,
     /// A favoured runtime of its own ([`processor_runtime`]): the stream is fed by other
-    /// processes (Redis), which the processor has to keep up with.
+    /// processes (Redis), which the processor has to keep up with (`redis.favour_processing`).
     OwnRuntime,
 }
 
@@ -225,6 +225,21 @@ fn spawn_processor<S: Source>(
 /// The storage writer's real-time priority with Redis (`SCHED_RR`; 1 is the lowest, enough
 /// to run ahead of every normal thread). Docs/benchmarks.md, session 27: e2e +7–10 %.
 const WRITER_REALTIME_PRIORITY: i32 = 1;
+
+/// Producers outside the daemon share the cores: the writer, which every event waits
+/// behind, runs ahead of all of them (see `EventDb::make_writer_realtime`), where permitted.
+async fn make_writer_realtime(db: &EventDb) {
+    match db.make_writer_realtime(WRITER_REALTIME_PRIORITY).await {
+        Ok(()) => tracing::info!(
+            priority = WRITER_REALTIME_PRIORITY,
+            "the storage writer runs with a real-time priority (SCHED_RR)"
+        ),
+        Err(error) => tracing::info!(
+            %error,
+            "the storage writer keeps the normal scheduling policy"
+        ),
+    }
+}
 
 /// The nice value of the processor's threads where the process may raise it. The processor
 /// reads and decodes the stream ahead of the storage writer (`nice` −10,
@@ -353,27 +368,15 @@ async fn build_transport(
             source_config.claim_idle = Duration::from_millis(redis.claim_idle_ms);
             source_config.maxlen = maxlen;
             let source = RedisStreamSource::new(source_config);
-            // Producers outside the daemon share the cores: the writer, which every event
-            // waits behind, runs ahead of all of them (see `EventDb::make_writer_realtime`).
-            match db.make_writer_realtime(WRITER_REALTIME_PRIORITY).await {
-                Ok(()) => tracing::info!(
-                    priority = WRITER_REALTIME_PRIORITY,
-                    "the storage writer runs with a real-time priority (SCHED_RR)"
-                ),
-                Err(error) => tracing::info!(
-                    %error,
-                    "the storage writer keeps the normal scheduling policy"
-                ),
-            }
-            let (processor, status) = spawn_processor(
-                ProcessorHome::OwnRuntime,
-                source,
-                config,
-                db,
-                catalog,
-                hub,
-                cancel,
-            );
+            // `redis.favour_processing`: the consumer keeps up with producers on the host
+            let home = if redis.favour_processing {
+                make_writer_realtime(db).await;
+                ProcessorHome::OwnRuntime
+            } else {
+                ProcessorHome::MainRuntime
+            };
+            let (processor, status) =
+                spawn_processor(home, source, config, db, catalog, hub, cancel);
             Ok(Transport {
                 producer: Arc::new(producer),
                 replay_target: Arc::new(appender),
