@@ -967,6 +967,16 @@ fn daemon_threads(pid: u32) -> Vec<DaemonThread> {
         .collect()
 }
 
+/// The scheduling policy of each writer thread among `threads` (there is one).
+#[cfg(target_os = "linux")]
+fn writer_policies(threads: &[DaemonThread]) -> Vec<u32> {
+    threads
+        .iter()
+        .filter(|t| t.name == "events-writer")
+        .map(|t| t.policy)
+        .collect()
+}
+
 /// With Redis, the daemon's processor runs on threads of its own, favoured (`nice` −5), and
 /// its storage writer more so (−10, and real-time round-robin), where the process may raise
 /// a priority (as root, in CI), and at the priority the daemon started with where it may
@@ -1044,12 +1054,11 @@ async fn embedded_the_processor_shares_the_main_runtime() {
             && !threads.iter().any(|t| t.name == "events-processo"),
         "{threads:?}"
     );
-    let writer: Vec<u32> = threads
-        .iter()
-        .filter(|t| t.name == "events-writer")
-        .map(|t| t.policy)
-        .collect();
-    assert_eq!(writer, [0], "the writer keeps the normal policy");
+    assert_eq!(
+        writer_policies(&threads),
+        [0],
+        "the writer keeps the normal policy"
+    );
 }
 
 /// `redis.favour_processing = false` keeps the processor on the main runtime and the writer
@@ -1067,10 +1076,9 @@ async fn favour_processing_off_keeps_the_normal_scheduling() {
         !threads.iter().any(|t| t.name == "events-processo"),
         "{threads:?}"
     );
-    let writer: Vec<u32> = threads
-        .iter()
-        .filter(|t| t.name == "events-writer")
-        .map(|t| t.policy)
-        .collect();
-    assert_eq!(writer, [0], "the writer keeps the normal policy");
+    assert_eq!(
+        writer_policies(&threads),
+        [0],
+        "the writer keeps the normal policy"
+    );
 }
