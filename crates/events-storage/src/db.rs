@@ -447,15 +447,14 @@ impl EventDb {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        let (done, result) = tokio::sync::oneshot::channel();
         // The closure runs inside the caller's runtime, as it would on a blocking-pool
         // thread: `Handle::current()`, timers and `block_on` there mean the caller's runtime.
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let job: WriteJob = Box::new(move |writer: &Writer| {
+        let done = self.on_writer_thread(move |writer: &Writer| {
             let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
             // The transaction rolls back while a panic unwinds (its guard drops), so the
             // connection stays sound for the next job; the caller gets the panic as an error.
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 writer.write(f, after_commit)
             }))
             .unwrap_or_else(|panic| {
@@ -463,26 +462,9 @@ impl EventDb {
                     "a write transaction panicked: {}",
                     panic_message(panic.as_ref())
                 ))))
-            });
-            // the caller may have stopped waiting; the transaction's outcome stands
-            let _ = done.send(out);
+            })
         });
-        let queued = self
-            .inner
-            .writer
-            .as_ref()
-            .is_some_and(|writer| writer.send(job).is_ok());
-        async move {
-            let stopped = || {
-                E::from(StorageError::Task(
-                    "the storage writer thread has stopped".into(),
-                ))
-            };
-            if !queued {
-                return Err(stopped());
-            }
-            result.await.map_err(|_| stopped())?
-        }
+        async move { done.await.map_err(E::from)? }
     }
 
     /// Puts the writer's thread under the real-time round-robin policy at `priority`
@@ -495,21 +477,37 @@ impl EventDb {
     /// real-time thread also takes its core from everything else the host runs. Fails with
     /// the permission error (nothing changed) without `CAP_SYS_NICE` or `RLIMIT_RTPRIO`.
     pub async fn make_writer_realtime(&self, priority: i32) -> Result<()> {
+        self.on_writer_thread(move |_writer: &Writer| {
+            events_sched::make_current_thread_realtime(priority)
+        })
+        .await?
+        .map_err(StorageError::Scheduling)
+    }
+
+    /// Queues `job` on the writer thread now (after everything queued before it) and
+    /// returns what it returns; the one way onto that thread for transactions and for
+    /// changes to the thread itself. A dropped future does not withdraw the job.
+    fn on_writer_thread<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Writer) -> R + Send + 'static,
+    ) -> impl Future<Output = Result<R>> + Send + 'static {
         let (done, result) = tokio::sync::oneshot::channel();
-        let job: WriteJob = Box::new(move |_writer: &Writer| {
-            let _ = done.send(events_sched::make_current_thread_realtime(priority));
+        let job: WriteJob = Box::new(move |writer: &Writer| {
+            // the caller may have stopped waiting; what the job did stands
+            let _ = done.send(job(writer));
         });
-        let stopped = || StorageError::Task("the storage writer thread has stopped".into());
-        self.inner
+        let queued = self
+            .inner
             .writer
             .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
-        result
-            .await
-            .map_err(|_| stopped())?
-            .map_err(StorageError::Scheduling)
+            .is_some_and(|writer| writer.send(job).is_ok());
+        async move {
+            let stopped = || StorageError::Task("the storage writer thread has stopped".into());
+            if !queued {
+                return Err(stopped());
+            }
+            result.await.map_err(|_| stopped())
+        }
     }
 
     /// Runs `f` on a pooled read-only connection inside one read transaction, so everything
@@ -668,7 +666,8 @@ fn favour_writer_thread() -> Option<events_sched::Favoured> {
 /// Source of [`WriteTx::transaction_id`].
 static NEXT_TRANSACTION_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A job for the writer thread: one write transaction, its result sent back by the job.
+/// A job for the writer thread (`EventDb::on_writer_thread`): a write transaction or a
+/// change to the thread, its result sent back by the job.
 type WriteJob = Box<dyn FnOnce(&Writer) + Send>;
 
 /// What the writer thread owns: the one write connection and what a commit announces.
